@@ -1,0 +1,40 @@
+"""vaezoo: a model zoo of variational autoencoders on Keras 3, TensorFlow and TFP.
+
+>>> import keras, vaezoo
+>>> vaezoo.list_models()
+['beta_vae', 'beta_vae_conv', 'vae', 'vae_conv']
+>>> model = vaezoo.get("beta_vae", beta=4.0)
+>>> model.compile(keras.optimizers.Adam(1e-3))
+"""
+
+from vaezoo.config import ConfigError
+from vaezoo.registry import (
+    get,
+    get_config,
+    is_model,
+    list_models,
+    load_plugins,
+    model_info,
+    register_model,
+)
+from vaezoo import callbacks, data, layers, models  # noqa: F401  (importing models registers the built-ins)
+from vaezoo.models import VAE, BaseVAE, BetaVAE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BaseVAE",
+    "BetaVAE",
+    "callbacks",
+    "data",
+    "ConfigError",
+    "VAE",
+    "get",
+    "get_config",
+    "is_model",
+    "layers",
+    "list_models",
+    "load_plugins",
+    "model_info",
+    "register_model",
+]

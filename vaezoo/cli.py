@@ -1,0 +1,206 @@
+"""The ``vaezoo`` command line: list, config, train, evaluate, sample.
+
+    vaezoo list ["*vae*"]
+    vaezoo config NAME [--set key=value ...]
+    vaezoo train NAME [--set key=value ...] [--dataset D] [--epochs N] [--out DIR]
+    vaezoo evaluate NAME --checkpoint PATH [--dataset D]
+    vaezoo sample NAME --checkpoint PATH --out grid.png
+
+``train`` shows Keras' progress bar, writes TensorBoard logs, a checkpoint after every epoch,
+and resumes an interrupted run in the same ``--out`` folder where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import yaml
+
+import vaezoo
+from vaezoo import config as zconfig
+from vaezoo import data, images, training
+
+VALIDATION_SPLIT = {"binarized_mnist": "valid"}
+
+
+def _overrides(args) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in args.set or []:
+        key, value = zconfig.parse_assignment(item)
+        out[key] = value
+    for key in ("dataset", "epochs", "batch_size", "binarize"):
+        value = getattr(args, key, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _dataset(cfg, split, args, limit=None, shuffle=None):
+    return data.load(
+        cfg["dataset"],
+        split=split,
+        batch_size=cfg["batch_size"],
+        data_dir=args.data_dir,
+        binarize=cfg["binarize"],
+        shuffle=shuffle,
+        seed=args.seed,
+        limit=limit,
+    )
+
+
+def _write_samples(model, out_path: Path, test_ds, seed) -> list[Path]:
+    written = [Path(images.save_grid(np.asarray(model.sample(64, seed=seed)), out_path))]
+    if test_ds is not None:
+        x = next(iter(test_ds.unbatch().batch(32)))
+        recon = np.asarray(model.reconstruct(x))
+        pairs = np.stack([np.asarray(x), recon], axis=1).reshape(-1, *x.shape[1:])  # input, reconstruction, ...
+        rec_path = out_path.with_name(out_path.stem + "_reconstructions" + out_path.suffix)
+        written.append(Path(images.save_grid(pairs, rec_path, ncols=16)))
+    return written
+
+
+def cmd_list(args) -> int:
+    names = vaezoo.list_models(args.pattern)
+    if not names:
+        print(f"no model matches {args.pattern!r}")
+        return 1
+    rows = [(n, vaezoo.model_info(n).family, vaezoo.model_info(n).source) for n in names]
+    widths = [max(len(r[i]) for r in rows + [("name", "family", "package")]) for i in range(3)]
+    for row in [("name", "family", "package")] + rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_config(args) -> int:
+    info = vaezoo.model_info(args.name)
+    cfg = vaezoo.get_config(args.name, **_overrides(args))
+    print(f"# {args.name}: {info.family} from {info.source}" + (f" ({info.config_path})" if info.config_path else ""))
+    print(yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}, sort_keys=False), end="")
+    return 0
+
+
+def cmd_train(args) -> int:
+    overrides = _overrides(args)
+    cfg = vaezoo.get_config(args.name, **overrides)
+    if args.seed is not None:
+        keras.utils.set_random_seed(args.seed)
+    train_ds = _dataset(cfg, "train", args, limit=args.limit)
+    val_ds = _dataset(cfg, VALIDATION_SPLIT.get(cfg["dataset"], "test"), args, limit=args.limit, shuffle=False)
+    shape = tuple(train_ds.element_spec.shape[1:])
+    if "data_shape" in cfg and tuple(cfg["data_shape"]) != shape and "data_shape" not in overrides:
+        print(f"data_shape {tuple(cfg['data_shape'])} -> {shape} to match dataset {cfg['dataset']!r}")
+        cfg = vaezoo.get_config(args.name, **overrides, data_shape=list(shape))
+    out = Path(args.out or os.path.join("runs", args.name))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(
+        yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}, sort_keys=False)
+    )
+    model = vaezoo.get(args.name, **cfg)
+    model.compile(training.make_optimizer(cfg), jit_compile=args.jit)
+    callbacks = training.standard_callbacks(out)
+    if args.kl_warmup:
+        callbacks.append(vaezoo.callbacks.KLWarmup(args.kl_warmup))
+    # The tf.data pipeline shuffles itself; shuffle=False only stops Keras warning about it.
+    model.fit(
+        train_ds, epochs=cfg["epochs"], validation_data=val_ds, callbacks=callbacks, verbose=args.verbose, shuffle=False
+    )
+    model.save(out / "model.keras")
+    written = _write_samples(model, out / "samples.png", val_ds, args.seed)
+    print(f"saved {out / 'model.keras'}; wrote {', '.join(map(str, written))}; TensorBoard logs in {out / 'logs'}")
+    return 0
+
+
+def _load(args):
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist (expected a .keras file written by vaezoo train).")
+    return keras.models.load_model(path)
+
+
+def cmd_evaluate(args) -> int:
+    cfg = vaezoo.get_config(args.name, **_overrides(args))
+    model = _load(args)
+    ds = _dataset(cfg, args.split, args, limit=args.limit, shuffle=False)
+    results = model.evaluate(ds, return_dict=True, verbose=args.verbose)
+    print(f"{args.name} on {cfg['dataset']}:{args.split} (nats per example, single-sample estimates)")
+    for key, value in results.items():
+        print(f"  {key:>15s}: {value:.4f}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    cfg = vaezoo.get_config(args.name, **_overrides(args))
+    model = _load(args)
+    try:
+        test_ds = _dataset(cfg, VALIDATION_SPLIT.get(cfg["dataset"], "test"), args, shuffle=False)
+    except FileNotFoundError as exc:
+        print(f"no reconstructions: {exc}", file=sys.stderr)
+        test_ds = None
+    written = _write_samples(model, Path(args.out), test_ds, args.seed)
+    print(f"wrote {', '.join(map(str, written))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vaezoo", description="A model zoo of variational autoencoders.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered models and the package each comes from")
+    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. '*vae*'")
+    p.set_defaults(func=cmd_list)
+
+    def common(p, checkpoint=False):
+        p.add_argument("name", help="registered model name (see `vaezoo list`)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+        p.add_argument("--dataset", help="mnist, binarized_mnist, sprites or tfds:NAME")
+        p.add_argument("--data-dir", help=f"folder of the data files (default ${data.DATA_DIR_ENV})")
+        p.add_argument("--batch-size", type=int, dest="batch_size")
+        p.add_argument("--binarize", choices=data.BINARIZE)
+        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--limit", type=int, default=None, help="use only the first N examples")
+        p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras verbosity")
+        if checkpoint:
+            p.add_argument("--checkpoint", required=True, help="a .keras file written by `vaezoo train`")
+
+    p = sub.add_parser("config", help="show a model's full config")
+    common(p)
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("train", help="train a model with model.fit")
+    common(p)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--out", help="run folder (default runs/NAME); rerun to resume an interrupted run")
+    p.add_argument("--jit", action="store_true", help="compile the train step with XLA")
+    p.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS", help="anneal the KL weight over STEPS")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test-set ELBO and its parts")
+    common(p, checkpoint=True)
+    p.add_argument("--split", default="test")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sample", help="PNG grids of samples and reconstructions")
+    common(p, checkpoint=True)
+    p.add_argument("--out", required=True, help="PNG path; reconstructions go beside it")
+    p.set_defaults(func=cmd_sample)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"vaezoo {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Model configs: YAML files, their schema and validation.
+
+A model's config is one flat mapping. Its keys are the keyword arguments of the registered
+builder (the model's ``__init__``: architecture, latent size, likelihood, prior, beta, ...) plus
+the training keys in :data:`TRAINING_KEYS` (optimizer, learning rate, batch size, epochs, data
+set). The schema is read off the builder's signature and type annotations, so a model never
+repeats its arguments in a second place.
+
+Example:
+
+>>> import vaezoo
+>>> cfg = vaezoo.get_config("vae", latent_dim=16)
+>>> cfg["latent_dim"], cfg["optimizer"]
+(16, 'adam')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown or its value has the wrong type."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One config key: its type annotation, default (or ``REQUIRED``) and where it goes."""
+
+    name: str
+    annotation: Any
+    default: Any
+    training: bool  # True: used by compile/fit/data; False: passed to the model builder
+
+
+REQUIRED = inspect.Parameter.empty
+
+# Keys that configure training rather than the model. Passed to the CLI and to
+# :func:`vaezoo.training.make_optimizer`, never to the model builder.
+TRAINING_KEYS: dict[str, tuple[Any, Any]] = {
+    "optimizer": (str, "adam"),
+    "learning_rate": (float, 1e-3),
+    "batch_size": (int, 128),
+    "epochs": (int, 10),
+    "dataset": (str, "mnist"),
+    # MNIST only: "dynamic" (fresh Bernoulli draw each epoch), "none" (grey levels in [0, 1]).
+    "binarize": (str, "dynamic"),
+}
+
+
+def schema_for(builder: Callable[..., Any]) -> dict[str, Field]:
+    """The config schema of a model builder: its keyword arguments plus the training keys.
+
+    For a class, the ``__init__`` arguments of its bases are included as long as each
+    ``__init__`` forwards ``**kwargs`` (stopping at Keras' own classes), so a subclass lists only
+    the arguments it adds.
+    """
+    if inspect.isclass(builder):
+        targets = []
+        for klass in builder.__mro__:
+            if klass.__module__.split(".")[0] == "keras" or klass is object:
+                break
+            if "__init__" in vars(klass):
+                targets.append(klass.__init__)
+                params = inspect.signature(klass.__init__).parameters.values()
+                if not any(p.kind is p.VAR_KEYWORD for p in params):
+                    break
+    else:
+        targets = [builder]
+    fields: dict[str, Field] = {}
+    for target in targets:
+        hints = typing.get_type_hints(target)
+        for name, param in inspect.signature(target).parameters.items():
+            if name == "self" or name in fields or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                continue
+            fields[name] = Field(name, hints.get(name, Any), param.default, training=False)
+    for name, (annotation, default) in TRAINING_KEYS.items():
+        if name in fields:
+            raise TypeError(f"{builder!r} has an argument {name!r} that clashes with a training key")
+        fields[name] = Field(name, annotation, default, training=True)
+    return fields
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _coerce(value: Any, annotation: Any) -> Any:
+    """Return ``value`` checked (and minimally converted) against ``annotation``.
+
+    Raises ``TypeError`` if it does not fit. Lists become tuples where a tuple is expected
+    (YAML has no tuples) and ints are accepted where floats are.
+    """
+    if annotation is Any:
+        return value
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _coerce(value, option)
+            except TypeError:
+                continue
+        raise TypeError
+    if annotation is type(None):
+        if value is None:
+            return None
+        raise TypeError
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise TypeError
+    if annotation in (int, str, bool):
+        if isinstance(value, annotation) and not (annotation is int and isinstance(value, bool)):
+            return value
+        raise TypeError
+    if origin in (tuple, list) or annotation in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise TypeError
+            items = [_coerce(v, a) for v, a in zip(value, args)]
+        else:
+            item_type = args[0] if args else Any
+            items = [_coerce(v, item_type) for v in value]
+        return tuple(items) if (origin or annotation) is tuple else list(items)
+    if origin is dict or annotation is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+        raise TypeError
+    if isinstance(annotation, type):
+        if isinstance(value, annotation):
+            return value
+        raise TypeError
+    return value
+
+
+def validate(model_name: str, config: Mapping[str, Any], schema: Mapping[str, Field]) -> dict[str, Any]:
+    """Check every key of ``config`` against ``schema``; return the converted config.
+
+    Raises:
+        ConfigError: naming the unknown key (with close matches) or the mistyped one, and
+            listing the valid keys.
+    """
+    valid = sorted(schema)
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key not in schema:
+            close = difflib.get_close_matches(key, valid, n=3)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ConfigError(
+                f"Unknown config key {key!r} for model {model_name!r}.{hint} "
+                f"Valid keys: {', '.join(valid)}."
+            )
+        field = schema[key]
+        try:
+            out[key] = _coerce(value, field.annotation)
+        except TypeError:
+            raise ConfigError(
+                f"Config key {key!r} of model {model_name!r} must be {_type_name(field.annotation)}, "
+                f"got {value!r} ({type(value).__name__}). Valid keys: {', '.join(valid)}."
+            ) from None
+    missing = [k for k, f in schema.items() if f.default is REQUIRED and k not in out]
+    if missing:
+        raise ConfigError(f"Model {model_name!r} needs config keys {missing}; valid keys: {', '.join(valid)}.")
+    return out
+
+
+def defaults(schema: Mapping[str, Field]) -> dict[str, Any]:
+    """The defaults the schema itself carries (from the builder's signature)."""
+    return {k: f.default for k, f in schema.items() if f.default is not REQUIRED}
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read one YAML config file into a dict (an empty file is an empty config)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {str(path)!r} must hold a mapping of keys to values, got {type(data).__name__}.")
+    return data
+
+
+def builtin_config_path(name: str) -> Path | None:
+    """Path of ``zoo_configs/<name>.yaml`` shipped with vaezoo, or None if there is none."""
+    resource = resources.files("vaezoo.zoo_configs").joinpath(f"{name}.yaml")
+    if resource.is_file():
+        return Path(str(resource))
+    return None
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Parse a CLI ``key=value`` override; the value is read as YAML (``16``, ``[64, 32]``, ``true``)."""
+    if "=" not in text:
+        raise ConfigError(f"Expected key=value, got {text!r}.")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)

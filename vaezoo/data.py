@@ -1,0 +1,256 @@
+"""tf.data pipelines for vaezoo: MNIST, binarized MNIST, procedural sprites, any tfds name.
+
+All pipelines yield float32 images ``[B, H, W, C]`` with values in [0, 1] (inputs only, no
+labels), batched, shuffled (training split) and prefetched.
+
+* ``mnist``: the original IDX ``.gz`` files, from ``data_dir`` or ``$VAEZOO_DATA_DIR``
+  (either the folder holding the files or a parent with an ``mnist/`` folder). ``binarize=
+  "dynamic"`` draws a fresh Bernoulli sample of every image each epoch, as in the IWAE paper;
+  ``"none"`` keeps the grey levels.
+* ``binarized_mnist``: the fixed binarization of Larochelle & Murray (``binarized_mnist.npz``
+  with keys train/valid/test), used for the IWAE paper's static-binarization results.
+* ``sprites``: dSprites-like 32x32 binary images that vaezoo draws itself from known factors
+  (shape, scale, rotation, x, y), so nothing has to be downloaded.
+* ``tfds:NAME``: any tensorflow-datasets data set with an ``image`` feature (downloads on a
+  machine with internet).
+
+Example:
+
+>>> from vaezoo import data
+>>> train = data.load("mnist", split="train", batch_size=128, data_dir="../shared/data")
+>>> test = data.load("sprites", split="test", batch_size=256)
+
+References:
+    Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016 (dynamic
+    binarization). Larochelle & Murray, "The Neural Autoregressive Distribution Estimator",
+    AISTATS 2011 (fixed binarization). Matthey et al., "dSprites: Disentanglement testing
+    Sprites dataset", 2017.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+DATA_DIR_ENV = "VAEZOO_DATA_DIR"
+DATASETS = ("mnist", "binarized_mnist", "sprites", "tfds:<name>")
+BINARIZE = ("dynamic", "none")
+
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Locating files
+# --------------------------------------------------------------------------------------------
+
+
+def _find(filename: str, subfolder: str, data_dir: str | os.PathLike | None) -> Path:
+    """Find ``filename`` in ``data_dir`` (or ``$VAEZOO_DATA_DIR``) or its ``subfolder``; raise if absent."""
+    if data_dir is not None:
+        root, origin = Path(data_dir), "the data_dir argument"
+    elif os.environ.get(DATA_DIR_ENV):
+        root, origin = Path(os.environ[DATA_DIR_ENV]), f"${DATA_DIR_ENV}"
+    else:
+        raise FileNotFoundError(
+            f"vaezoo needs {filename!r} but no data directory was given: pass data_dir=... (CLI: "
+            f"--data-dir) or set {DATA_DIR_ENV} to a folder holding {filename} (or a '{subfolder}/' folder with it)."
+        )
+    candidates = [root / filename, root / subfolder / filename]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"vaezoo could not find {filename!r}; it looked in {', '.join(str(c) for c in candidates)} "
+        f"(directory from {origin}). Point data_dir (CLI: --data-dir) or {DATA_DIR_ENV} at the folder "
+        f"holding the file or its '{subfolder}/' parent."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Array loaders
+# --------------------------------------------------------------------------------------------
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one (gzipped) IDX file: big-endian magic (2051 images, 2049 labels), sizes, uint8 data."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    magic = int.from_bytes(raw[:4], "big")
+    if magic not in (2049, 2051):
+        raise ValueError(f"{path} is not an IDX file of uint8 labels or images (magic number {magic}).")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path} is truncated: header says {dims}, found {data.size} values.")
+    return data.reshape(dims)
+
+
+def mnist_arrays(split: str = "train", data_dir=None) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST images ``[N, 28, 28, 1]`` float32 in [0, 1] and labels ``[N]`` from the IDX files."""
+    if split not in _MNIST_FILES:
+        raise ValueError(f"Unknown MNIST split {split!r}; valid choices: {', '.join(_MNIST_FILES)}.")
+    images_file, labels_file = _MNIST_FILES[split]
+    images = read_idx(_find(images_file, "mnist", data_dir))
+    labels = read_idx(_find(labels_file, "mnist", data_dir))
+    return (images[..., None].astype(np.float32) / 255.0), labels.astype(np.int64)
+
+
+def binarized_mnist_arrays(split: str = "train", data_dir=None) -> np.ndarray:
+    """The fixed binarized MNIST split (train 50k / valid 10k / test 10k) as ``[N, 28, 28, 1]`` float32."""
+    path = _find("binarized_mnist.npz", "binarized-mnist", data_dir)
+    with np.load(path) as npz:
+        if split not in npz.files:
+            raise ValueError(f"Unknown binarized MNIST split {split!r}; valid choices: {', '.join(npz.files)}.")
+        rows = npz[split]
+    return rows.reshape(-1, 28, 28, 1).astype(np.float32)
+
+
+SPRITE_SHAPES = ("square", "ellipse", "heart")
+
+
+def sprite_factors(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Draw ``n`` factor settings uniformly: shape index, scale, rotation (rad), x, y (in [0, 1])."""
+    rng = np.random.default_rng(seed)
+    return {
+        "shape": rng.integers(0, len(SPRITE_SHAPES), n),
+        "scale": rng.uniform(0.5, 1.0, n),
+        "rotation": rng.uniform(0.0, 2 * np.pi, n),
+        "x": rng.uniform(0.0, 1.0, n),
+        "y": rng.uniform(0.0, 1.0, n),
+    }
+
+
+def render_sprites(factors: dict[str, np.ndarray], size: int = 32) -> np.ndarray:
+    """Draw binary sprites ``[N, size, size, 1]`` float32 from their factors (dSprites-like)."""
+    n = len(factors["shape"])
+    grid = ((np.arange(size) + 0.5) / size).astype(np.float32)  # pixel centres in (0, 1)
+    yy, xx = np.meshgrid(grid, grid, indexing="ij")
+
+    def per_sprite(values):
+        return np.asarray(values, dtype=np.float32)[:, None, None]
+
+    radius = 0.25 * per_sprite(factors["scale"])  # sprite half-size in image units
+    margin = 0.25  # keep sprites inside the frame
+    cx = margin + (1 - 2 * margin) * per_sprite(factors["x"])
+    cy = margin + (1 - 2 * margin) * per_sprite(factors["y"])
+    cos, sin = np.cos(per_sprite(factors["rotation"])), np.sin(per_sprite(factors["rotation"]))
+    u = ((xx - cx) * cos + (yy - cy) * sin) / radius  # sprite frame, unit half-size
+    v = (-(xx - cx) * sin + (yy - cy) * cos) / radius
+    shape = factors["shape"][:, None, None]
+    square = np.maximum(np.abs(u), np.abs(v)) <= 0.8
+    ellipse = (u / 1.0) ** 2 + (v / 0.6) ** 2 <= 1.0
+    hu, hv = 1.1 * u, -1.1 * v + 0.25  # heart curve (x^2 + y^2 - 1)^3 - x^2 y^3 <= 0
+    heart = (hu**2 + hv**2 - 1) ** 3 - hu**2 * hv**3 <= 0
+    mask = np.where(shape == 0, square, np.where(shape == 1, ellipse, heart))
+    return mask[..., None].astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def sprites_arrays(split: str = "train", size: int = 32, num_examples: int | None = None):
+    """Procedural sprites and their factors; train (20,000) and test (2,000) use disjoint seeds.
+
+    Cached: repeated calls return the same (read-only) arrays.
+    """
+    seeds = {"train": (0, 20_000), "test": (1, 2_000)}
+    if split not in seeds:
+        raise ValueError(f"Unknown sprites split {split!r}; valid choices: {', '.join(seeds)}.")
+    seed, default_n = seeds[split]
+    factors = sprite_factors(num_examples or default_n, seed=seed)
+    images = render_sprites(factors, size=size)
+    images.flags.writeable = False
+    return images, factors
+
+
+# --------------------------------------------------------------------------------------------
+# Pipelines
+# --------------------------------------------------------------------------------------------
+
+
+def dynamic_binarize(ds: tf.data.Dataset, seed: int | None = None) -> tf.data.Dataset:
+    """Replace each image x in [0, 1] by a Bernoulli(x) draw, a fresh one every epoch.
+
+    Uses per-element stateless seeds from ``tf.data.Dataset.random(..., rerandomize_each_iteration=True)``
+    so a fixed ``seed`` gives a reproducible sequence of epochs, each with new draws.
+    """
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+    def draw(x, s):
+        return tf.cast(tf.random.stateless_uniform(tf.shape(x), seed=s) < x, x.dtype)
+
+    return tf.data.Dataset.zip(ds, seeds).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _finish(ds, size, batch_size, shuffle, seed, binarize, limit):
+    if binarize not in BINARIZE:
+        raise ValueError(f"Unknown binarize {binarize!r}; valid choices: {', '.join(BINARIZE)}.")
+    if limit is not None:
+        ds, size = ds.take(limit), min(size, limit)
+    if shuffle:
+        ds = ds.shuffle(min(size, 60_000), seed=seed, reshuffle_each_iteration=True)
+    if binarize == "dynamic":
+        ds = dynamic_binarize(ds, seed=seed)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _tfds(name: str, split: str, data_dir):
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as exc:
+        raise ValueError(f"tensorflow-datasets has no data set {name!r}: {exc}") from None
+    builder.download_and_prepare()
+    ds = builder.as_dataset(split=split)
+    if "image" not in ds.element_spec:
+        raise ValueError(f"tfds:{name} has no 'image' feature (features: {sorted(ds.element_spec)}).")
+    size = builder.info.splits[split].num_examples
+    return ds.map(lambda ex: tf.cast(ex["image"], tf.float32) / 255.0, num_parallel_calls=tf.data.AUTOTUNE), size
+
+
+def load(
+    name: str,
+    split: str = "train",
+    batch_size: int = 128,
+    data_dir: str | os.PathLike | None = None,
+    binarize: str = "none",
+    shuffle: bool | None = None,
+    seed: int | None = None,
+    limit: int | None = None,
+) -> tf.data.Dataset:
+    """A batched, shuffled (training split by default), prefetched dataset of images in [0, 1].
+
+    Args:
+        name: ``"mnist"``, ``"binarized_mnist"``, ``"sprites"`` or ``"tfds:<name>"``.
+        split: ``"train"`` / ``"test"`` (binarized MNIST also ``"valid"``; tfds any split string).
+        batch_size: examples per batch.
+        data_dir: folder of the files (MNIST, binarized MNIST) or tfds data dir; default
+            ``$VAEZOO_DATA_DIR``.
+        binarize: ``"dynamic"`` or ``"none"`` (binarized MNIST and sprites are already binary).
+        shuffle: defaults to ``split == "train"``.
+        seed: shuffling and binarization seed.
+        limit: keep only the first ``limit`` examples.
+    """
+    shuffle = split == "train" if shuffle is None else shuffle
+    if name.startswith("tfds:"):
+        ds, size = _tfds(name[5:], split, data_dir)
+        return _finish(ds, size, batch_size, shuffle, seed, binarize, limit)
+    if name == "mnist":
+        images, _ = mnist_arrays(split, data_dir)
+    elif name == "binarized_mnist":
+        images = binarized_mnist_arrays(split, data_dir)
+    elif name == "sprites":
+        images, _ = sprites_arrays(split)
+    else:
+        raise ValueError(f"Unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}.")
+    ds = tf.data.Dataset.from_tensor_slices(images)
+    return _finish(ds, len(images), batch_size, shuffle, seed, binarize, limit)

@@ -1,0 +1,129 @@
+"""The base class of every vaezoo model: ``train_step`` / ``test_step`` written once.
+
+A family subclasses :class:`BaseVAE` and fills in two hooks:
+
+* :meth:`BaseVAE.compute_terms` returns per-example terms of its bound (``[B]`` tensors, nats),
+  e.g. ``{"reconstruction": ..., "kl": ..., "elbo": ...}``;
+* :meth:`BaseVAE.objective` turns the terms into the scalar loss that is minimised.
+
+The base class does everything else: unpacking and checking inputs, the gradient step, the
+``loss`` metric and one ``keras.metrics.Mean`` per name in ``metric_names`` (so ``fit`` shows
+the bound's parts), seeds, the ``kl_weight`` variable that :class:`vaezoo.callbacks.KLWarmup`
+anneals, and ``get_config``. Plain ``model.compile(optimizer)`` + ``model.fit(dataset)`` then
+optimise the family's bound, with or without ``jit_compile=True``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+
+class BaseVAE(keras.Model):
+    """Base class: a latent-variable model trained by maximising a lower bound on log p(x).
+
+    Args:
+        data_shape: shape of one example, e.g. ``(28, 28, 1)``.
+        seed: seed of the model's sampling (reparameterisation noise, ``sample``); None for a
+            random one. Weight initialisation follows ``keras.utils.set_random_seed``.
+    """
+
+    #: Names of the per-example terms reported as metrics (besides ``loss``), in this order.
+    metric_names: tuple[str, ...] = ()
+
+    def __init__(self, data_shape: tuple[int, ...], seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.data_shape = tuple(int(d) for d in data_shape)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+        # Multiplies the KL (or the family's regulariser); KLWarmup anneals it from 0 to 1.
+        self.kl_weight = self.add_weight(
+            name="kl_weight", shape=(), initializer="ones", trainable=False, dtype="float32"
+        )
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.term_trackers = {n: keras.metrics.Mean(name=n) for n in self.metric_names}
+
+    # ---- hooks for the families ---------------------------------------------------------------
+
+    def compute_terms(self, x, training: bool = False, seed=None) -> dict[str, tf.Tensor]:
+        """Per-example terms of the bound, each ``[B]`` (nats). Must include ``metric_names``."""
+        raise NotImplementedError
+
+    def objective(self, terms: dict[str, tf.Tensor]) -> tf.Tensor:
+        """The scalar loss minimised by ``fit``, from :meth:`compute_terms`' output."""
+        raise NotImplementedError
+
+    # ---- inputs and seeds ------------------------------------------------------------------
+
+    def check_inputs(self, x):
+        """Return ``x`` as a float tensor of shape ``[B, *data_shape]``, or raise naming the problem."""
+        x = tf.convert_to_tensor(x)
+        if not x.dtype.is_floating:
+            raise TypeError(
+                f"{self.name} expects floating-point inputs (values in [0, 1] for images), got dtype "
+                f"{x.dtype.name}; convert with tf.cast(x, 'float32') / 255."
+            )
+        if tuple(x.shape[1:]) != self.data_shape:
+            raise ValueError(
+                f"{self.name} expects inputs of shape (batch, {', '.join(map(str, self.data_shape))}), got "
+                f"{tuple(x.shape)}. Build the model with data_shape={tuple(x.shape[1:])} or reshape the data."
+            )
+        return tf.cast(x, self.compute_dtype)
+
+    @staticmethod
+    def _unpack(data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return x
+
+    def next_seed(self, seed=None):
+        """A stateless seed (``int32[2]``) for TFP sampling.
+
+        ``seed=None`` draws from the model's ``SeedGenerator`` (fresh each call, reproducible from
+        the model's ``seed``); an int gives the same draw every time.
+        """
+        if seed is None:
+            return keras.random.randint((2,), 0, 2**31 - 1, dtype="int32", seed=self.seed_generator)
+        if isinstance(seed, int):
+            return tf.constant([seed, 0], dtype=tf.int32)
+        return seed
+
+    # ---- the training loop, written once ---------------------------------------------------
+
+    def _record(self, loss, terms):
+        self.loss_tracker.update_state(loss)
+        for name, tracker in self.term_trackers.items():
+            tracker.update_state(tf.reduce_mean(terms[name]))
+        return {m.name: m.result() for m in self.metrics}
+
+    def _loss(self, x, training):
+        terms = self.compute_terms(x, training=training, seed=self.next_seed())
+        loss = self.objective(terms)
+        if self.losses:
+            loss = loss + tf.add_n([tf.cast(l, loss.dtype) for l in self.losses])
+        return loss, terms
+
+    def train_step(self, data):
+        x = self.check_inputs(self._unpack(data))
+        with tf.GradientTape() as tape:
+            loss, terms = self._loss(x, training=True)
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._record(loss, terms)
+
+    def test_step(self, data):
+        x = self.check_inputs(self._unpack(data))
+        loss, terms = self._loss(x, training=False)
+        return self._record(loss, terms)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, *self.term_trackers.values()]
+
+    # ---- config ----------------------------------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        base = keras.layers.Layer.get_config(self)
+        return {**base, "data_shape": list(self.data_shape), "seed": self.seed}
