@@ -1,0 +1,51 @@
+"""Shared fixtures: the real data directory, tiny model overrides, fixed seeds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import vaezoo  # noqa: E402
+from vaezoo import data  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# The data sets live beside the checkout (../shared/data), or wherever VAEZOO_DATA_DIR points.
+SHARED_DATA = Path(os.environ.get(data.DATA_DIR_ENV) or REPO.parent / "shared" / "data")
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The real data folder; tests that need it skip (with the reason) when it is absent."""
+    if not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST files not found under {SHARED_DATA} (set {data.DATA_DIR_ENV} to the data folder)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+
+
+def tiny_overrides(name: str) -> dict:
+    """Shrink whatever size keys the model's config has, so every model trains in a moment."""
+    schema = vaezoo.model_info(name).schema
+    shrink = {"latent_dim": 4, "hidden_units": [32], "conv_filters": [8, 8], "prior_components": 3}
+    return {k: v for k, v in shrink.items() if k in schema}
+
+
+def tiny(name: str, **overrides):
+    return vaezoo.get(name, **{**tiny_overrides(name), **overrides})
+
+
+def batch_for(model, n: int = 16, seed: int = 0) -> np.ndarray:
+    """A fixed batch of binary sprite images in the model's data shape."""
+    h, w, c = model.data_shape
+    assert h == w, "sprites are square"
+    images = data.render_sprites(data.sprite_factors(n, seed=seed), size=h)
+    return np.repeat(images, c, axis=-1)

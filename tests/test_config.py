@@ -1,0 +1,101 @@
+"""YAML configs: one per model, installed with the package, validated, overridable."""
+
+import importlib.resources
+
+import pytest
+import yaml
+
+import vaezoo
+from vaezoo import config
+from vaezoo.config import ConfigError
+
+from conftest import REPO
+
+
+@pytest.mark.parametrize("name", vaezoo.list_models())
+def test_every_builtin_model_has_a_yaml_config(name):
+    info = vaezoo.model_info(name)
+    if info.source != "vaezoo":
+        pytest.skip("plugin model")
+    path = REPO / "zoo_configs" / f"{name}.yaml"
+    assert path.is_file()
+    raw = yaml.safe_load(path.read_text())
+    # Every key in the YAML is valid and ends up in the model's defaults.
+    cfg = vaezoo.get_config(name)
+    for key, value in raw.items():
+        assert key in info.schema
+        expected = tuple(value) if isinstance(value, list) else value
+        assert cfg[key] == expected, key
+    # The documented contents are there.
+    for key in ("architecture", "data_shape", "latent_dim", "likelihood", "prior", "optimizer",
+                "learning_rate", "batch_size", "epochs", "dataset"):
+        assert key in raw, f"{name}.yaml lacks {key}"
+
+
+def test_configs_are_package_resources():
+    files = importlib.resources.files("vaezoo.zoo_configs")
+    names = {p.name for p in files.iterdir() if p.name.endswith(".yaml")}
+    assert {f"{n}.yaml" for n in ("vae", "beta_vae", "vae_conv", "beta_vae_conv")} <= names
+
+
+def test_override_changes_the_built_model():
+    model = vaezoo.get("vae", latent_dim=16, hidden_units=[64])
+    assert model.latent_dim == 16 and model.hidden_units == (64,)
+    assert model.encode(model_input(model))[0].shape == (2, 16)
+
+
+def model_input(model):
+    import numpy as np
+
+    return np.zeros((2, *model.data_shape), "float32")
+
+
+def test_unknown_key_names_key_and_valid_keys():
+    with pytest.raises(ConfigError) as err:
+        vaezoo.get("vae", latnt_dim=16)
+    message = str(err.value)
+    assert "'latnt_dim'" in message and "Did you mean 'latent_dim'" in message
+    assert "Valid keys:" in message and "hidden_units" in message and "learning_rate" in message
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("latent_dim", "sixteen"), ("latent_dim", 1.5), ("latent_dim", True), ("hidden_units", 64),
+     ("hidden_units", ["a"]), ("learning_rate", "fast"), ("beta", None), ("data_shape", [28, "x", 1])],
+)
+def test_wrong_type_names_key_and_valid_keys(key, value):
+    with pytest.raises(ConfigError) as err:
+        vaezoo.get("beta_vae", **{key: value})
+    message = str(err.value)
+    assert repr(key) in message and "Valid keys:" in message
+
+
+def test_types_are_coerced_from_yaml():
+    cfg = vaezoo.get_config("beta_vae", beta=2, hidden_units=[16, 8], seed=None)
+    assert cfg["beta"] == 2.0 and isinstance(cfg["beta"], float)
+    assert cfg["hidden_units"] == (16, 8)
+
+
+def test_bad_choice_values_name_the_valid_ones():
+    with pytest.raises(ValueError, match="Unknown likelihood 'gauss'.*bernoulli"):
+        vaezoo.get("vae", likelihood="gauss")
+    with pytest.raises(ValueError, match="Unknown prior 'laplace'.*mixture"):
+        vaezoo.get("vae", prior="laplace")
+    with pytest.raises(ValueError, match="Unknown architecture 'rnn'.*conv"):
+        vaezoo.get("vae", architecture="rnn")
+    with pytest.raises(ValueError, match="divisible by 4"):
+        vaezoo.get("vae_conv", data_shape=[30, 30, 1])
+
+
+def test_training_keys_are_validated_but_not_passed_to_the_model():
+    cfg = vaezoo.get_config("vae", learning_rate=1e-4, epochs=3)
+    assert cfg["learning_rate"] == 1e-4 and cfg["epochs"] == 3
+    model = vaezoo.get("vae", learning_rate=1e-4, hidden_units=[8])
+    assert "learning_rate" not in model.get_config()
+
+
+def test_parse_assignment_reads_yaml_values():
+    assert config.parse_assignment("latent_dim=16") == ("latent_dim", 16)
+    assert config.parse_assignment("hidden_units=[64, 32]") == ("hidden_units", [64, 32])
+    with pytest.raises(ConfigError, match="key=value"):
+        config.parse_assignment("latent_dim")
