@@ -96,3 +96,25 @@ def test_class_name_default_is_snake_case(cleanup):
     assert vaezoo.is_model("my_little_vae")
     # A subclass inherits its bases' config keys through **kwargs.
     assert "latent_dim" in vaezoo.model_info("my_little_vae").schema
+
+
+def test_readme_adding_a_model_example_works(cleanup, tmp_path):
+    import re
+
+    import numpy as np
+
+    from conftest import REPO, batch_for
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Adding a model", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    cleanup.append("free_bits_vae")
+    exec(compile(code, "README.md", "exec"), {})
+    model = vaezoo.get("free_bits_vae", hidden_units=[16])
+    assert model.latent_dim == 16 and model.free_bits == 2.0
+    x = batch_for(model, n=8)
+    terms = model.compute_terms(x, seed=0)
+    expected = float(np.mean(terms["reconstruction"]) + max(float(np.mean(terms["kl"])), 2.0))
+    assert float(model.objective(terms)) == pytest.approx(expected, rel=1e-6)
+    model.save(tmp_path / "fb.keras")
+    assert keras.models.load_model(tmp_path / "fb.keras").free_bits == 2.0

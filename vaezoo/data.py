@@ -179,7 +179,8 @@ def sprites_arrays(split: str = "train", size: int = 32, num_examples: int | Non
 def dynamic_binarize(ds: tf.data.Dataset, seed: int | None = None) -> tf.data.Dataset:
     """Replace each image x in [0, 1] by a Bernoulli(x) draw, a fresh one every epoch.
 
-    Uses per-element stateless seeds from ``tf.data.Dataset.random(..., rerandomize_each_iteration=True)``
+    Works on single images or whole batches (one vectorised draw per batch is much faster).
+    Uses stateless seeds from ``tf.data.Dataset.random(..., rerandomize_each_iteration=True)``
     so a fixed ``seed`` gives a reproducible sequence of epochs, each with new draws.
     """
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
@@ -197,9 +198,10 @@ def _finish(ds, size, batch_size, shuffle, seed, binarize, limit):
         ds, size = ds.take(limit), min(size, limit)
     if shuffle:
         ds = ds.shuffle(min(size, 60_000), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
     if binarize == "dynamic":
         ds = dynamic_binarize(ds, seed=seed)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _tfds(name: str, split: str, data_dir):

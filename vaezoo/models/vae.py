@@ -119,6 +119,7 @@ class VAE(BaseVAE):
     # ---- the bound ---------------------------------------------------------------------------
 
     def compute_terms(self, x, training=False, seed=None):
+        x = self.check_inputs(x)
         q = self.posterior_distribution(x, training=training)
         z = q.sample(seed=self.next_seed(seed))  # reparameterised: z = mu + sigma * eps
         reconstruction = -self.likelihood_distribution(z, training=training).log_prob(x)

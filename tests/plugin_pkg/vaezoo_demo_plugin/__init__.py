@@ -1,0 +1,1 @@
+"""Demo vaezoo plugin (tests only)."""

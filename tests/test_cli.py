@@ -1,0 +1,123 @@
+"""The CLI (train, evaluate, sample, list, config) and resuming an interrupted fit."""
+
+import csv
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from vaezoo import cli, training
+
+from conftest import batch_for, tiny
+
+TINY = ["--set", "hidden_units=[16]", "--set", "conv_filters=[4, 4, 4]", "--set", "latent_dim=2"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One tiny end-to-end `vaezoo train` on the embedded sprites (shared by the CLI tests)."""
+    out = tmp_path_factory.mktemp("run")
+    code = cli.main(["train", "beta_vae_conv", *TINY, "--epochs", "2", "--limit", "256", "--batch-size", "64",
+                     "--out", str(out), "--seed", "0", "--verbose", "0"])
+    assert code == 0
+    return out
+
+
+def test_train_writes_model_samples_logs_and_checkpoint(trained_run):
+    for name in ("model.keras", "checkpoints/last.keras", "samples.png", "samples_reconstructions.png",
+                 "config.yaml", "history.csv"):
+        assert (trained_run / name).is_file(), name
+    assert any((trained_run / "logs").rglob("*tfevents*")), "no TensorBoard events"
+    with open(trained_run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and {"loss", "elbo", "kl", "reconstruction", "val_elbo"} <= set(rows[0])
+    grid = np.asarray(Image.open(trained_run / "samples.png"))
+    assert grid.ndim == 2 and grid.shape[0] > 100 and grid.std() > 0
+    model = keras.models.load_model(trained_run / "model.keras")
+    assert model.latent_dim == 2 and model.data_shape == (32, 32, 1)
+
+
+def test_train_infers_data_shape_from_dataset(tmp_path, capsys):
+    # vae's config is for 28x28 MNIST; on 32x32 sprites the CLI adapts data_shape.
+    code = cli.main(["train", "vae", *TINY[:2], "--dataset", "sprites", "--binarize", "none", "--epochs", "1",
+                     "--limit", "64", "--out", str(tmp_path), "--verbose", "0"])
+    assert code == 0
+    assert "data_shape (28, 28, 1) -> (32, 32, 1)" in capsys.readouterr().out
+    assert keras.models.load_model(tmp_path / "model.keras").data_shape == (32, 32, 1)
+
+
+def test_evaluate_prints_elbo_parts(trained_run, capsys):
+    code = cli.main(["evaluate", "beta_vae_conv", "--checkpoint", str(trained_run / "model.keras"),
+                     "--limit", "128", "--verbose", "0"])
+    assert code == 0
+    out = capsys.readouterr().out
+    values = {line.split(":")[0].strip(): float(line.split(":")[1]) for line in out.splitlines()[1:]}
+    assert set(values) == {"loss", "elbo", "reconstruction", "kl"}
+    assert values["elbo"] == pytest.approx(-(values["reconstruction"] + values["kl"]), rel=1e-4)
+
+
+def test_sample_writes_grids(trained_run, tmp_path):
+    out = tmp_path / "grid.png"
+    assert cli.main(["sample", "beta_vae_conv", "--checkpoint", str(trained_run / "model.keras"), "--out", str(out),
+                     "--seed", "1"]) == 0
+    assert out.is_file() and (tmp_path / "grid_reconstructions.png").is_file()
+    first = np.asarray(Image.open(out))
+    cli.main(["sample", "beta_vae_conv", "--checkpoint", str(trained_run / "model.keras"), "--out", str(out),
+              "--seed", "1"])
+    np.testing.assert_array_equal(first, np.asarray(Image.open(out)))  # seeded
+
+
+def test_list_and_config(capsys):
+    assert cli.main(["list", "beta*"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["name", "family", "package"]
+    assert [line.split()[0] for line in out[1:]] == ["beta_vae", "beta_vae_conv"]
+    assert cli.main(["config", "beta_vae", "--set", "beta=2"]) == 0
+    assert "beta: 2.0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "beta_vea"], "Did you mean 'beta_vae'"),
+    (["train", "vae", "--set", "latnt_dim=3"], "Unknown config key 'latnt_dim'"),
+    (["train", "vae", "--set", "latent_dim=abc"], "must be int"),
+    (["train", "vae", "--dataset", "cifar"], "Unknown dataset 'cifar'"),
+    (["evaluate", "vae", "--checkpoint", "/no/such.keras", "--dataset", "sprites"], "does not exist"),
+    (["train", "vae", "--data-dir", "/no/such/dir"], "/no/such/dir/train-images-idx3-ubyte.gz"),
+])
+def test_cli_errors_are_clear(argv, needle, capsys):
+    assert cli.main(argv) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_interrupted_fit_resumes_where_it_stopped(tmp_path):
+    model = tiny("vae")
+    x = batch_for(model, n=16)
+    ds = tf.data.Dataset.from_tensors(x).repeat(3)  # 3 steps per epoch
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    model.compile(keras.optimizers.Adam(1e-3))
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(ds, epochs=4, verbose=0, callbacks=training.standard_callbacks(tmp_path) + [Interrupt()])
+    weights_at_interrupt = [w.numpy() for w in model.weights]
+
+    class StartingWeights(keras.callbacks.Callback):  # runs after BackupAndRestore has restored
+        def on_train_begin(self, logs=None):
+            self.weights = [w.numpy() for w in self.model.weights]
+
+    fresh = tiny("vae")  # a new process would start from scratch
+    fresh.compile(keras.optimizers.Adam(1e-3))
+    start = StartingWeights()
+    history = fresh.fit(ds, epochs=4, verbose=0, callbacks=training.standard_callbacks(tmp_path) + [start])
+    assert history.epoch == [2, 3]  # epochs 0 and 1 were not run again
+    for restored, saved in zip(start.weights, weights_at_interrupt):
+        np.testing.assert_array_equal(restored, saved)
+    assert int(fresh.optimizer.iterations) == 12
+    resumed = keras.models.load_model(tmp_path / "checkpoints" / "last.keras")
+    assert int(resumed.optimizer.iterations) == 12
+    assert not np.array_equal(weights_at_interrupt[1], fresh.weights[1].numpy())
