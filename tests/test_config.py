@@ -99,3 +99,22 @@ def test_parse_assignment_reads_yaml_values():
     assert config.parse_assignment("hidden_units=[64, 32]") == ("hidden_units", [64, 32])
     with pytest.raises(ConfigError, match="key=value"):
         config.parse_assignment("latent_dim")
+
+
+def test_source_checkout_without_install_finds_its_configs(tmp_path):
+    """`python -c 'import vaezoo'` in an uninstalled checkout reads zoo_configs/ beside vaezoo/."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    shutil.copytree(REPO / "vaezoo", tmp_path / "vaezoo")
+    shutil.copytree(REPO / "zoo_configs", tmp_path / "zoo_configs")
+    probe = "import vaezoo; i = vaezoo.model_info('beta_vae'); print(i.config_path, i.default_config['beta'])"
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                          env={"VAEZOO_DISABLE_PLUGINS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    path, beta = proc.stdout.split()[-2:]
+    # (An editable install of vaezoo in this environment may map vaezoo.zoo_configs elsewhere.)
+    assert path.endswith("zoo_configs/beta_vae.yaml") and float(beta) == 4.0

@@ -46,7 +46,9 @@ def plugin_path(tmp_path_factory):
 def _run(args, plugin_path, **env):
     environment = {k: v for k, v in os.environ.items() if k != "VAEZOO_DISABLE_PLUGINS"}
     environment.update(PYTHONPATH=str(plugin_path), TF_CPP_MIN_LOG_LEVEL="3", **env)
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=environment, timeout=300)
+    # Run outside the checkout, so that the installed vaezoo is imported, not the source tree.
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=environment, timeout=300,
+                          cwd=plugin_path)
 
 
 def _probe(plugin_path, **env):

@@ -20,7 +20,7 @@ def test_quick_start_command(tmp_path):
     out = tmp_path / "quickstart"
     proc = subprocess.run(
         [sys.executable, "-m", "vaezoo", "train", "beta_vae_conv", "--epochs", "2", "--out", str(out), "--verbose", "2"],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     samples = np.asarray(Image.open(out / "samples.png"), dtype=np.float32) / 255

@@ -195,8 +195,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def builtin_config_path(name: str) -> Path | None:
-    """Path of ``zoo_configs/<name>.yaml`` shipped with vaezoo, or None if there is none."""
-    resource = resources.files("vaezoo.zoo_configs").joinpath(f"{name}.yaml")
+    """Path of ``zoo_configs/<name>.yaml`` shipped with vaezoo, or None if there is none.
+
+    An installed vaezoo has the configs as the package ``vaezoo.zoo_configs``; a source checkout
+    imported without installing has them in ``zoo_configs/`` beside ``vaezoo/``.
+    """
+    try:
+        folder = resources.files("vaezoo.zoo_configs")
+    except ModuleNotFoundError:
+        folder = Path(__file__).resolve().parents[1] / "zoo_configs"
+    resource = folder.joinpath(f"{name}.yaml")
     if resource.is_file():
         return Path(str(resource))
     return None
