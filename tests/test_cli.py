@@ -120,4 +120,4 @@ def test_interrupted_fit_resumes_where_it_stopped(tmp_path):
     assert int(fresh.optimizer.iterations) == 12
     resumed = keras.models.load_model(tmp_path / "checkpoints" / "last.keras")
     assert int(resumed.optimizer.iterations) == 12
-    assert not np.array_equal(weights_at_interrupt[1], fresh.weights[1].numpy())
+    assert any(not np.array_equal(a, b.numpy()) for a, b in zip(weights_at_interrupt, fresh.weights))  # trained on

@@ -2,7 +2,7 @@
 
 >>> import keras, vaezoo
 >>> vaezoo.list_models()
-['beta_vae', 'beta_vae_conv', 'vae', 'vae_conv']
+['beta_vae', 'beta_vae_conv', 'iwae', 'iwae_conv', 'vae', 'vae_conv']
 >>> model = vaezoo.get("beta_vae", beta=4.0)
 >>> model.compile(keras.optimizers.Adam(1e-3))
 """
@@ -18,7 +18,7 @@ from vaezoo.registry import (
     register_model,
 )
 from vaezoo import callbacks, data, layers, models  # noqa: F401  (importing models registers the built-ins)
-from vaezoo.models import VAE, BaseVAE, BetaVAE
+from vaezoo.models import IWAE, VAE, BaseVAE, BetaVAE
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ __all__ = [
     "callbacks",
     "data",
     "ConfigError",
+    "IWAE",
     "VAE",
     "get",
     "get_config",

@@ -24,7 +24,7 @@ import yaml
 
 import vaezoo
 from vaezoo import config as zconfig
-from vaezoo import data, images, training
+from vaezoo import data, evaluate, images, training
 
 VALIDATION_SPLIT = {"binarized_mnist": "valid"}
 
@@ -120,7 +120,10 @@ def _load(args):
     path = Path(args.checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist (expected a .keras file written by vaezoo train).")
-    return keras.models.load_model(path)
+    model = keras.models.load_model(path)
+    if not model.compiled:  # saved before compile(): evaluate() still needs a compiled model
+        model.compile()
+    return model
 
 
 def cmd_evaluate(args) -> int:
@@ -128,9 +131,14 @@ def cmd_evaluate(args) -> int:
     model = _load(args)
     ds = _dataset(cfg, args.split, args, limit=args.limit, shuffle=False)
     results = model.evaluate(ds, return_dict=True, verbose=args.verbose)
-    print(f"{args.name} on {cfg['dataset']}:{args.split} (nats per example, single-sample estimates)")
+    print(f"{args.name} on {cfg['dataset']}:{args.split} (nats per example)")
     for key, value in results.items():
         print(f"  {key:>15s}: {value:.4f}")
+    if args.num_samples:
+        ll = evaluate.log_likelihood(model, ds, num_samples=args.num_samples, seed=args.seed or 0)
+        print(f"  {'log p(x)':>15s}: {ll.mean:.4f}  (importance sampled, {args.num_samples} samples)")
+        print(f"  {'NLL':>15s}: {ll.nll:.4f} +- {ll.standard_error:.4f}")
+        print(f"  {'bits/dim':>15s}: {ll.bits_per_dim:.4f}")
     return 0
 
 
@@ -183,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="test-set ELBO and its parts")
     common(p, checkpoint=True)
     p.add_argument("--split", default="test")
+    p.add_argument("--num-samples", type=int, default=0, metavar="S",
+                   help="also estimate log p(x) with S importance samples (e.g. 5000)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sample", help="PNG grids of samples and reconstructions")

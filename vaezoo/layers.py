@@ -39,23 +39,33 @@ tfd = tfp.distributions
 _register = keras.saving.register_keras_serializable(package="vaezoo")
 
 
-def kl_divergence(q: tfd.Distribution, p: tfd.Distribution, z: tf.Tensor | None = None) -> tf.Tensor:
-    """KL(q || p), in closed form where TFP registers one, else a one-sample Monte-Carlo estimate.
+def analytic_kl(q: tfd.Distribution, p: tfd.Distribution) -> tf.Tensor | None:
+    """KL(q || p) in closed form if TFP registers one for the pair, else None."""
+    try:
+        return tfd.kl_divergence(q, p)
+    except NotImplementedError:
+        return None
 
-    .. math:: \\mathrm{KL}(q\\|p) = \\mathbb{E}_q[\\log q(z) - \\log p(z)] \\approx \\log q(z) - \\log p(z),
-              \\; z \\sim q
+
+def kl_divergence(q: tfd.Distribution, p: tfd.Distribution, z: tf.Tensor | None = None) -> tf.Tensor:
+    """KL(q || p), in closed form where TFP registers one, else a Monte-Carlo estimate.
+
+    .. math:: \\mathrm{KL}(q\\|p) = \\mathbb{E}_q[\\log q(z) - \\log p(z)] \\approx
+              \\frac{1}{K}\\sum_k \\log q(z_k) - \\log p(z_k), \\; z_k \\sim q
 
     Args:
         q: the approximate posterior (batch shape ``[B]``).
         p: the prior.
-        z: a (reparameterised) sample of ``q`` used by the Monte-Carlo fallback; drawn if None.
+        z: (reparameterised) samples of ``q``, ``[B, d]`` or ``[K, B, d]``, used by the
+            Monte-Carlo fallback (averaged over K); one is drawn if None.
     """
-    try:
-        return tfd.kl_divergence(q, p)
-    except NotImplementedError:
-        if z is None:
-            z = q.sample()
-        return q.log_prob(z) - p.log_prob(z)
+    kl = analytic_kl(q, p)
+    if kl is not None:
+        return kl
+    if z is None:
+        z = q.sample()
+    estimate = q.log_prob(z) - p.log_prob(z)
+    return tf.reduce_mean(estimate, axis=0) if estimate.shape.rank > 1 else estimate
 
 
 # --------------------------------------------------------------------------------------------

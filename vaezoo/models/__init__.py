@@ -2,5 +2,6 @@
 
 from vaezoo.models.base import BaseVAE
 from vaezoo.models.vae import VAE, BetaVAE
+from vaezoo.models.iwae import IWAE
 
-__all__ = ["BaseVAE", "VAE", "BetaVAE"]
+__all__ = ["BaseVAE", "VAE", "BetaVAE", "IWAE"]

@@ -55,6 +55,14 @@ class BaseVAE(keras.Model):
         """The scalar loss minimised by ``fit``, from :meth:`compute_terms`' output."""
         raise NotImplementedError
 
+    def gradient_surrogate(self, terms: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """A term added to the loss whose value is 0 but whose gradient completes the estimator.
+
+        The default (reparameterised or exact gradients) adds nothing; see
+        :meth:`vaezoo.VAE.gradient_surrogate` for the score-function estimator.
+        """
+        return tf.constant(0.0)
+
     # ---- inputs and seeds ------------------------------------------------------------------
 
     def check_inputs(self, x):
@@ -99,7 +107,7 @@ class BaseVAE(keras.Model):
 
     def _loss(self, x, training):
         terms = self.compute_terms(x, training=training, seed=self.next_seed())
-        loss = self.objective(terms)
+        loss = self.objective(terms) + self.gradient_surrogate(terms, training=training)
         if self.losses:
             loss = loss + tf.add_n([tf.cast(l, loss.dtype) for l in self.losses])
         return loss, terms

@@ -42,21 +42,40 @@ from vaezoo.registry import register_model
 class VAE(BaseVAE):
     """Variational autoencoder: Gaussian q(z|x), TFP prior p(z) and likelihood p(x|z).
 
+    With ``num_samples = K > 1`` the ELBO is estimated with K samples per example,
+    E_q[log p(x|z)] ~ (1/K) sum_k log p(x|z_k) (the "VAE, k samples" of Burda et al. 2016).
+
+    Gradients: ``gradient_estimator="reparameterization"`` differentiates through
+    z = mu + sigma * eps. ``"score_function"`` uses the log-derivative identity instead,
+
+    .. math:: \\nabla_\\phi \\mathbb{E}_{q_\\phi}[f(z)] = \\mathbb{E}_{q_\\phi}[(f(z) - b) \\nabla_\\phi \\log q_\\phi(z)],
+
+    with z held constant and a baseline b (an exponential moving average of f, a control
+    variate that lowers the variance without bias since E_q[grad log q] = 0). It needs no
+    differentiable sampling path, at the price of a noisier gradient (Williams 1992; Mnih &
+    Gregor 2014; Ranganath et al. 2014).
+
     Args:
         data_shape: shape of one example.
         latent_dim: size of z.
         architecture: ``"mlp"`` or ``"conv"`` (see :mod:`vaezoo.networks`).
         hidden_units: dense layer sizes of the encoder (mirrored by the decoder).
         conv_filters: filters of the stride-2 conv layers (``conv`` only).
+        activation: hidden-layer activation (``relu``, ``tanh``, ...).
         likelihood: one of :data:`vaezoo.layers.LIKELIHOODS`.
         likelihood_scale: sigma of the ``gaussian`` likelihood (fixed) or the initial sigma of
             ``gaussian_learned_scale``.
         prior: one of :data:`vaezoo.layers.PRIORS`.
         prior_components: mixture components of the ``mixture`` prior.
+        num_samples: K, posterior samples per example in the training bound.
+        gradient_estimator: ``"reparameterization"`` or ``"score_function"``.
         seed: sampling seed (see :class:`BaseVAE`).
     """
 
     metric_names = ("elbo", "reconstruction", "kl")
+    GRADIENT_ESTIMATORS = ("reparameterization", "score_function")
+    #: Decay of the score-function baseline's moving average.
+    BASELINE_DECAY = 0.9
 
     def __init__(
         self,
@@ -65,30 +84,48 @@ class VAE(BaseVAE):
         architecture: str = "mlp",
         hidden_units: tuple[int, ...] = (512, 256),
         conv_filters: tuple[int, ...] = (32, 64),
+        activation: str = "relu",
         likelihood: str = "bernoulli",
         likelihood_scale: float = 1.0,
         prior: str = "normal",
         prior_components: int = 10,
+        num_samples: int = 1,
+        gradient_estimator: str = "reparameterization",
         seed: int | None = None,
         **kwargs,
     ):
+        if gradient_estimator not in self.GRADIENT_ESTIMATORS:
+            raise ValueError(
+                f"Unknown gradient_estimator {gradient_estimator!r}; valid choices: {', '.join(self.GRADIENT_ESTIMATORS)}."
+            )
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
         super().__init__(data_shape=data_shape, seed=seed, **kwargs)
         self.latent_dim = int(latent_dim)
         self.architecture = architecture
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.conv_filters = tuple(int(f) for f in conv_filters)
+        self.activation = activation
         self.likelihood = likelihood
         self.likelihood_scale = float(likelihood_scale)
         self.prior = prior
         self.prior_components = int(prior_components)
+        self.num_samples = int(num_samples)
+        self.gradient_estimator = gradient_estimator
 
-        self.encoder = networks.build_encoder(architecture, self.data_shape, self.hidden_units, self.conv_filters)
+        self.encoder = networks.build_encoder(
+            architecture, self.data_shape, self.hidden_units, self.conv_filters, activation
+        )
         self.decoder = networks.build_decoder(
-            architecture, self.data_shape, self.latent_dim, self.hidden_units, self.conv_filters
+            architecture, self.data_shape, self.latent_dim, self.hidden_units, self.conv_filters, activation
         )
         self.posterior_layer = dl.DiagonalGaussianPosterior(self.latent_dim, name="posterior")
         self.prior_layer = dl.make_prior(prior, self.latent_dim, self.prior_components, seed=seed)
         self.likelihood_layer = dl.make_likelihood(likelihood, self.likelihood_scale)
+        # The score-function estimator's baseline: a moving average of the learning signal.
+        self.score_baseline = self.add_weight(
+            name="score_baseline", shape=(), initializer="zeros", trainable=False, dtype="float32"
+        )
         self.build((None, *self.data_shape))
 
     def build(self, input_shape=None):
@@ -118,13 +155,46 @@ class VAE(BaseVAE):
 
     # ---- the bound ---------------------------------------------------------------------------
 
+    def sample_log_probs(self, x, num_samples: int, training=False, seed=None):
+        """Draw z_1..K ~ q(z|x) and return ``(q, log p(x|z_k), log p(z_k), log q(z_k|x))``, each ``[K, B]``.
+
+        The samples are reparameterised, or held constant for the score-function estimator.
+        """
+        q = self.posterior_distribution(x, training=training)
+        z = q.sample(num_samples, seed=self.next_seed(seed))  # z = mu + sigma * eps
+        if self.gradient_estimator == "score_function":
+            z = tf.stop_gradient(z)
+        log_px = self.likelihood_distribution(z, training=training).log_prob(x)
+        return q, log_px, self.prior_distribution().log_prob(z), q.log_prob(z)
+
+    def log_weights(self, x, num_samples: int, seed=None):
+        """Importance log-weights log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x): ``[K, B]``.
+
+        log (1/K) sum_k exp(log w_k) is the K-sample importance-weighted bound on log p(x),
+        and an estimate of log p(x) that is consistent as K grows (see :mod:`vaezoo.evaluate`).
+        """
+        x = self.check_inputs(x)
+        _, log_px, log_pz, log_qz = self.sample_log_probs(x, num_samples, seed=seed)
+        return log_px + log_pz - log_qz
+
     def compute_terms(self, x, training=False, seed=None):
         x = self.check_inputs(x)
-        q = self.posterior_distribution(x, training=training)
-        z = q.sample(seed=self.next_seed(seed))  # reparameterised: z = mu + sigma * eps
-        reconstruction = -self.likelihood_distribution(z, training=training).log_prob(x)
-        kl = dl.kl_divergence(q, self.prior_distribution(), z)
-        return {"elbo": -(reconstruction + kl), "reconstruction": reconstruction, "kl": kl}
+        q, log_px, log_pz, log_qz = self.sample_log_probs(x, self.num_samples, training=training, seed=seed)
+        kl = dl.analytic_kl(q, self.prior_distribution())
+        # Per-sample KL terms: the Monte-Carlo KL where there is no closed form (zeros otherwise).
+        kl_samples = tf.zeros_like(log_qz) if kl is not None else log_qz - log_pz
+        if kl is None:
+            kl = tf.reduce_mean(kl_samples, axis=0)
+        reconstruction = -tf.reduce_mean(log_px, axis=0)
+        return {
+            "elbo": -(reconstruction + kl),
+            "reconstruction": reconstruction,
+            "kl": kl,
+            "log_px": log_px,
+            "log_pz": log_pz,
+            "log_qz": log_qz,
+            "kl_samples": kl_samples,
+        }
 
     def kl_coefficient(self):
         """Weight of the KL in the objective (the warm-up weight; beta-VAE multiplies by beta)."""
@@ -132,6 +202,28 @@ class VAE(BaseVAE):
 
     def objective(self, terms):
         return tf.reduce_mean(terms["reconstruction"]) + self.kl_coefficient() * tf.reduce_mean(terms["kl"])
+
+    # ---- the score-function (log-derivative) estimator ------------------------------------
+
+    def score_signal(self, terms):
+        """The learning signal f_k of each sample, ``[K, B]``, whose score-function term is
+        sum_k (f_k - b) grad log q(z_k|x): here the z-dependent part of the ELBO's k-th sample, / K."""
+        f = terms["log_px"] - self.kl_coefficient() * terms["kl_samples"]
+        return f, 1.0 / self.num_samples
+
+    def gradient_surrogate(self, terms, training=False):
+        """For ``score_function``: (f - b) log q(z|x) minus its own value, so 0 in value and the
+        log-derivative estimator in gradient. The baseline b moves towards the mean signal."""
+        if self.gradient_estimator != "score_function":
+            return super().gradient_surrogate(terms, training)
+        signal, weight = self.score_signal(terms)
+        signal = tf.stop_gradient(signal)
+        centred = signal - self.score_baseline
+        if training:
+            decay = self.BASELINE_DECAY
+            self.score_baseline.assign(decay * self.score_baseline + (1.0 - decay) * tf.reduce_mean(signal))
+        surrogate = weight * tf.reduce_mean(tf.reduce_sum(centred * terms["log_qz"], axis=0))
+        return -(surrogate - tf.stop_gradient(surrogate))
 
     # ---- public API --------------------------------------------------------------------------
 
@@ -161,7 +253,7 @@ class VAE(BaseVAE):
         return px.mean() if mean else px.sample(seed=tf.reverse(seed, [0]))
 
     def elbo(self, x, seed=None):
-        """Single-sample ELBO estimate per example, ``[B]`` (nats)."""
+        """ELBO estimate per example (``num_samples`` samples), ``[B]`` (nats)."""
         return self.compute_terms(x, training=False, seed=seed)["elbo"]
 
     def get_config(self):
@@ -171,10 +263,13 @@ class VAE(BaseVAE):
             "architecture": self.architecture,
             "hidden_units": list(self.hidden_units),
             "conv_filters": list(self.conv_filters),
+            "activation": self.activation,
             "likelihood": self.likelihood,
             "likelihood_scale": self.likelihood_scale,
             "prior": self.prior,
             "prior_components": self.prior_components,
+            "num_samples": self.num_samples,
+            "gradient_estimator": self.gradient_estimator,
         }
 
 
