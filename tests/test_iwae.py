@@ -228,3 +228,47 @@ def test_cli_evaluate_with_importance_samples(tmp_path, capsys):
     assert float(values["NLL"]) == pytest.approx(-float(values["log p(x)"]), rel=1e-4)
     assert float(values["bits/dim"]) == pytest.approx(float(values["NLL"]) / (1024 * math.log(2)), rel=1e-3)
     assert -float(values["log p(x)"]) <= -float(values["elbo"]) + 1.0  # the IS estimate is the tighter bound
+
+
+class DiscreteMixture:
+    """The design documents' Example 11.5: p(z) uniform over 3 components, p(x|z=k) = N(mu_k, Sigma_k) in R^2.
+
+    log p(x) = log sum_k p(z=k) p(x|z=k) is exact. ``log_weights`` samples z from a proposal: the prior
+    (Concept 11.6's choice 1) or a tempered posterior (importance sampling, choice 2).
+    """
+
+    data_shape = (2,)
+
+    def __init__(self, proposal):
+        tfd = tfp.distributions
+        self.prior = tfd.Categorical(logits=tf.zeros(3))
+        locs = tf.constant([[-4.0, 0.0], [4.0, 0.0], [0.0, 5.0]])
+        scale_tril = tf.constant([[[1.0, 0.0], [0.3, 0.8]], [[0.7, 0.0], [-0.2, 1.2]], [[1.5, 0.0], [0.0, 0.5]]])
+        self.components = tfd.MultivariateNormalTriL(locs, scale_tril)  # batch [3]
+        self.marginal = tfd.MixtureSameFamily(self.prior, self.components)
+        self.proposal = proposal
+
+    def _q(self, x):
+        if self.proposal == "prior":
+            return tfp.distributions.Categorical(logits=tf.zeros([tf.shape(x)[0], 3]))
+        joint = self.components.log_prob(x[:, None, :]) + self.prior.logits_parameter()  # [B, 3]
+        return tfp.distributions.Categorical(logits=0.5 * joint)  # a flattened posterior, not the exact one
+
+    def log_weights(self, x, num_samples, seed=None):
+        q = self._q(x)
+        z = q.sample(num_samples, seed=seed)  # [S, B]
+        log_px_z = tf.gather(self.components.log_prob(x[:, None, :]), tf.transpose(z), batch_dims=1)  # [B, S]
+        return tf.transpose(log_px_z) + self.prior.log_prob(z) - q.log_prob(z)
+
+
+def test_importance_sampling_on_the_discrete_mixture_of_gaussians():
+    model = DiscreteMixture("posterior")
+    x = model.marginal.sample(50, seed=(1, 2)).numpy()
+    exact = model.marginal.log_prob(x).numpy()
+    good = evaluate.log_likelihood(model, x, num_samples=5000)
+    np.testing.assert_allclose(good.per_example, exact, atol=0.02)
+    # Sampling z from the prior also converges, but each small-S estimate is far noisier.
+    prior = DiscreteMixture("prior")
+    spread_prior = np.std([evaluate.log_likelihood(prior, x, num_samples=3, seed=s).per_example for s in range(30)], 0)
+    spread_good = np.std([evaluate.log_likelihood(model, x, num_samples=3, seed=s).per_example for s in range(30)], 0)
+    assert np.median(spread_prior) > 5 * np.median(spread_good), (np.median(spread_prior), np.median(spread_good))
