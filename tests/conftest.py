@@ -35,7 +35,8 @@ def _seed():
 def tiny_overrides(name: str) -> dict:
     """Shrink whatever size keys the model's config has, so every model trains in a moment."""
     schema = vaezoo.model_info(name).schema
-    shrink = {"latent_dim": 4, "hidden_units": [32], "conv_filters": [8, 8], "prior_components": 3}
+    shrink = {"latent_dim": 4, "hidden_units": [32], "conv_filters": [8, 8], "prior_components": 3,
+              "hidden_channels": 8, "residual_channels": 4, "residual_blocks": 1, "num_codes": 8, "code_dim": 4}
     return {k: v for k, v in shrink.items() if k in schema}
 
 

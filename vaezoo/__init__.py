@@ -2,7 +2,7 @@
 
 >>> import keras, vaezoo
 >>> vaezoo.list_models()
-['beta_vae', 'beta_vae_conv', 'iwae', 'iwae_conv', 'vae', 'vae_conv']
+['beta_vae', 'beta_vae_conv', 'iwae', 'iwae_conv', 'vae', 'vae_conv', 'vq_vae']
 >>> model = vaezoo.get("beta_vae", beta=4.0)
 >>> model.compile(keras.optimizers.Adam(1e-3))
 """
@@ -17,8 +17,8 @@ from vaezoo.registry import (
     model_info,
     register_model,
 )
-from vaezoo import callbacks, data, layers, models  # noqa: F401  (importing models registers the built-ins)
-from vaezoo.models import IWAE, VAE, BaseVAE, BetaVAE
+from vaezoo import callbacks, data, layers, models, vq  # noqa: F401  (importing models registers the built-ins)
+from vaezoo.models import IWAE, VAE, VQVAE, BaseVAE, BetaVAE
 
 __version__ = "0.1.0"
 
@@ -30,6 +30,7 @@ __all__ = [
     "ConfigError",
     "IWAE",
     "VAE",
+    "VQVAE",
     "get",
     "get_config",
     "is_model",

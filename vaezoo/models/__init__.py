@@ -3,5 +3,6 @@
 from vaezoo.models.base import BaseVAE
 from vaezoo.models.vae import VAE, BetaVAE
 from vaezoo.models.iwae import IWAE
+from vaezoo.models.vqvae import VQVAE
 
-__all__ = ["BaseVAE", "VAE", "BetaVAE", "IWAE"]
+__all__ = ["BaseVAE", "VAE", "BetaVAE", "IWAE", "VQVAE"]

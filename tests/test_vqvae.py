@@ -1,0 +1,178 @@
+"""VQ-VAE: the quantiser's maths, straight-through gradients, EMA codebooks, restarts, replicas, MNIST."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import vaezoo
+from vaezoo import data
+from vaezoo.vq import VectorQuantizer
+
+from conftest import batch_for, tiny
+
+
+def _vq(**kwargs):
+    layer = VectorQuantizer(**{"num_codes": 6, "code_dim": 3, "seed": 0, **kwargs})
+    layer.build((None, 3))
+    return layer
+
+
+def test_nearest_code_and_straight_through_gradient():
+    vq = _vq()
+    codebook = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
+    vq.codebook.assign(codebook)
+    z = tf.Variable(np.random.default_rng(1).normal(size=(4, 5, 3)).astype("float32"))
+    with tf.GradientTape() as tape:
+        out = vq(z)
+        weighted = tf.reduce_sum(out["quantized"] * tf.range(1.0, 4.0))
+    brute = np.argmin(((z.numpy()[..., None, :] - codebook) ** 2).sum(-1), axis=-1)
+    np.testing.assert_array_equal(out["indices"], brute)
+    np.testing.assert_allclose(out["quantized"], codebook[brute], rtol=1e-6)  # forward: the codes
+    grad = tape.gradient(weighted, z).numpy()  # backward: identity, as if quantisation were absent
+    np.testing.assert_allclose(grad, np.broadcast_to([1.0, 2.0, 3.0], grad.shape))
+    err = ((z.numpy() - codebook[brute]) ** 2).mean(axis=(1, 2))
+    np.testing.assert_allclose(out["commitment"], 0.25 * err, rtol=1e-5)
+    np.testing.assert_allclose(out["codebook"], err, rtol=1e-5)
+
+
+def test_perplexity_and_usage():
+    vq = _vq()
+    vq.codebook.assign(np.eye(6, 3, dtype="float32") * 10 + np.arange(6)[:, None].astype("float32"))
+    z = vq.lookup(tf.constant([[0, 1, 2, 3], [0, 1, 2, 3]]))  # 4 codes, used equally
+    out = vq(z)
+    assert float(out["perplexity"]) == pytest.approx(4.0, rel=1e-4)
+    assert float(out["usage"]) == pytest.approx(4 / 6)
+
+
+def test_ema_update_moves_codes_to_the_mean_of_their_vectors():
+    vq = _vq(ema=True, decay=0.0, epsilon=1e-8)
+    assert not vq.codebook.trainable
+    old = vq.codebook.numpy()
+    z = tf.constant(np.random.default_rng(2).normal(size=(40, 3)).astype("float32"))
+    idx = vq.indices(z).numpy()
+    out = vq(z, training=True)
+    assert float(tf.reduce_sum(out["codebook"])) == 0.0  # no codebook loss with EMA
+    new = vq.codebook.numpy()
+    for k in range(6):
+        if (idx == k).any():
+            np.testing.assert_allclose(new[k], z.numpy()[idx == k].mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(vq.ema_cluster_size.numpy(), np.bincount(idx, minlength=6))
+    assert not np.allclose(old, new)
+    vq(z, training=False)  # inference never updates
+    np.testing.assert_array_equal(vq.codebook.numpy(), new)
+
+
+def test_dead_codes_are_restarted_from_encoder_outputs():
+    vq = _vq(restart_after=2)
+    codebook = np.zeros((6, 3), "float32")
+    codebook[5] = 100.0  # far from every input: never chosen
+    vq.codebook.assign(codebook)
+    z = tf.constant(np.random.default_rng(3).normal(size=(30, 3)).astype("float32"))
+    vq(z, training=True)
+    assert np.all(vq.codebook.numpy()[5] == 100.0) and vq.steps_unused.numpy()[5] == 1
+    vq(z, training=True)
+    restarted = vq.codebook.numpy()[5]
+    assert np.min(np.abs(z.numpy() - restarted).sum(1)) < 1e-6  # now one of the encoder outputs
+    assert vq.steps_unused.numpy()[5] == 0
+
+
+def test_layer_serialization_round_trip():
+    vq = _vq(ema=True, restart_after=7, beta=0.5)
+    clone = keras.layers.deserialize(keras.layers.serialize(vq))
+    assert clone.get_config() == vq.get_config()
+
+
+def test_straight_through_feeds_the_encoder_from_the_reconstruction_loss():
+    model = tiny("vq_vae")
+    x = batch_for(model, n=8)
+    with tf.GradientTape() as tape:
+        rec = tf.reduce_mean(model.compute_terms(x)["reconstruction"])
+    grads = tape.gradient(rec, model.encoder.trainable_variables)
+    assert all(g is not None for g in grads)
+    assert all(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+
+
+def test_gradient_trained_codebook_reports_codebook_loss():
+    model = tiny("vq_vae", ema=False)
+    assert "codebook" in model.metric_names and model.quantizer.codebook.trainable
+    x = batch_for(model, n=8)
+    model.compile(keras.optimizers.Adam(1e-3))
+    before = model.quantizer.codebook.numpy()
+    history = model.fit(tf.data.Dataset.from_tensors(x).repeat(3), verbose=0)
+    assert history.history["codebook"][0] > 0 and not np.allclose(before, model.quantizer.codebook.numpy())
+    assert "codebook" not in tiny("vq_vae", ema=True).metric_names
+
+
+def test_codes_api_and_ema_state_survive_a_keras_round_trip(tmp_path):
+    model = tiny("vq_vae", ema=True)
+    x = batch_for(model, n=8)
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.fit(tf.data.Dataset.from_tensors(x).repeat(3), verbose=0)
+    codes = model.encode(x)
+    assert codes.dtype == tf.int32 and codes.shape == (8, 7, 7)
+    assert int(tf.reduce_min(codes)) >= 0 and int(tf.reduce_max(codes)) < model.num_codes
+    np.testing.assert_allclose(model.decode_indices(codes), model.reconstruct(x), rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "vq.keras")
+    loaded = keras.models.load_model(tmp_path / "vq.keras")
+    assert float(tf.reduce_sum(loaded.quantizer.ema_cluster_size)) > 0
+    for name in ("codebook", "ema_cluster_size", "ema_sum", "steps_unused"):
+        np.testing.assert_array_equal(getattr(loaded.quantizer, name).numpy(), getattr(model.quantizer, name).numpy())
+    np.testing.assert_array_equal(loaded.encode(x), codes)
+
+
+REPLICAS = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np, vaezoo
+from vaezoo import data, vq
+if sys.argv[1] == "unsynchronised":
+    vq._sum_over_replicas = lambda *t: t   # what a naive EMA update would do
+keras.utils.set_random_seed(0)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    model = vaezoo.get("vq_vae", hidden_channels=8, residual_channels=4, residual_blocks=1, num_codes=8,
+                       code_dim=4, data_shape=[32, 32, 1], restart_after=2, seed=0)
+    model.compile(keras.optimizers.Adam(1e-3))
+images, _ = data.sprites_arrays("test")
+ds = tf.data.Dataset.from_tensor_slices(images[:256]).batch(32)
+model.fit(ds, epochs=1, verbose=0)
+books = [v.numpy().tolist() for v in strategy.experimental_local_results(model.quantizer.codebook.value)]
+print("RESULT" + json.dumps({"replicas": len(books), "max_diff": float(np.max(np.abs(np.subtract(books[0], books[1]))))}))
+"""
+
+
+def _replicas(mode):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "VAEZOO_DISABLE_PLUGINS": "1"}
+    proc = subprocess.run([sys.executable, "-c", REPLICAS, mode], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=os.path.dirname(__file__))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1][6:])
+
+
+def test_ema_codebooks_stay_identical_across_replicas():
+    synced = _replicas("synchronised")
+    assert synced["replicas"] == 2 and synced["max_diff"] == 0.0
+    # Negative control: without summing the statistics over replicas the codebooks drift apart.
+    assert _replicas("unsynchronised")["max_diff"] > 1e-4
+
+
+def test_mnist_reconstruction_falls_and_codes_do_not_collapse(data_dir):
+    keras.utils.set_random_seed(0)
+    model = vaezoo.get("vq_vae", seed=0)
+    train = data.load("mnist", "train", batch_size=64, data_dir=data_dir, binarize="dynamic", seed=0, limit=3000)
+    test = data.load("mnist", "test", batch_size=500, data_dir=data_dir, binarize="dynamic", seed=1, limit=1000)
+    model.compile(keras.optimizers.Adam(1e-3))
+    before = model.evaluate(test, return_dict=True, verbose=0)
+    model.fit(train, epochs=2, verbose=0)
+    after = model.evaluate(test, return_dict=True, verbose=0)
+    assert after["reconstruction"] < 0.5 * before["reconstruction"], (before, after)
+    assert after["perplexity"] > 8, after  # of 64 codes: far from collapse to one
+    assert after["codes_used"] > 0.25, after

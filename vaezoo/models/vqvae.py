@@ -1,0 +1,203 @@
+"""VQ-VAE: a convolutional autoencoder with a vector-quantised (discrete) latent code map.
+
+x -> encoder (stride-2 convolutions, residual blocks) -> z_e [h, w, D] -> nearest codes e_k
+-> decoder (residual blocks, transposed convolutions) -> p(x|z_q). The loss is
+
+.. math:: -\\log p(x|z_q) + \\|sg[z_e] - e\\|^2 + \\beta \\|z_e - sg[e]\\|^2
+
+(the codebook term is dropped when the codebook is updated by EMA). With a uniform prior over
+codes the KL term of the ELBO is the constant h w log K, so it is not optimised.
+
+Example:
+
+>>> import keras, vaezoo
+>>> model = vaezoo.get("vq_vae")                 # 28x28 images -> 7x7 map of codes
+>>> model.compile(keras.optimizers.Adam(2e-4))
+>>> # model.fit(dataset)   # metrics: loss, reconstruction, commitment, perplexity, codes_used
+>>> codes = model.encode(x)                      # int32 [B, 7, 7]
+>>> images = model.decode_indices(codes)
+
+Reference: van den Oord, Vinyals & Kavukcuoglu, "Neural Discrete Representation Learning",
+NeurIPS 2017.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from vaezoo import layers as dl
+from vaezoo.models.base import BaseVAE
+from vaezoo.registry import register_model
+from vaezoo.vq import VectorQuantizer
+
+
+def _residual_stack(h, channels: int, residual_channels: int, blocks: int):
+    """The paper's residual blocks: x + conv1x1(relu(conv3x3(relu(x)))), then a final ReLU."""
+    for _ in range(blocks):
+        r = keras.layers.ReLU()(h)
+        r = keras.layers.Conv2D(residual_channels, 3, padding="same", activation="relu")(r)
+        r = keras.layers.Conv2D(channels, 1)(r)
+        h = keras.layers.Add()([h, r])
+    return keras.layers.ReLU()(h)
+
+
+@keras.saving.register_keras_serializable(package="vaezoo")
+class VQVAE(BaseVAE):
+    """Vector-quantised VAE (one level of codes).
+
+    Args:
+        data_shape: ``(height, width, channels)``; height and width divisible by ``2 ** downsample``.
+        hidden_channels: channels of the convolutions.
+        residual_channels: channels inside each residual block.
+        residual_blocks: residual blocks in the encoder and in the decoder.
+        downsample: stride-2 convolutions (28x28 -> 7x7 with 2).
+        num_codes: K, codebook size.
+        code_dim: D, dimension of each code.
+        beta: commitment weight.
+        ema: EMA codebook updates (else the codebook loss trains it).
+        decay: EMA decay.
+        restart_after: restart codes unused for this many training steps (0: never).
+        likelihood: one of :data:`vaezoo.layers.LIKELIHOODS`.
+        likelihood_scale: sigma of a Gaussian likelihood.
+        seed: seed of sampling, codebook initialisation and restarts.
+    """
+
+    ALL_METRICS = ("reconstruction", "commitment", "codebook", "perplexity", "codes_used")
+
+    def __init__(
+        self,
+        data_shape: tuple[int, ...] = (28, 28, 1),
+        hidden_channels: int = 64,
+        residual_channels: int = 32,
+        residual_blocks: int = 2,
+        downsample: int = 2,
+        num_codes: int = 64,
+        code_dim: int = 16,
+        beta: float = 0.25,
+        ema: bool = True,
+        decay: float = 0.99,
+        restart_after: int = 0,
+        likelihood: str = "bernoulli",
+        likelihood_scale: float = 1.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        data_shape = tuple(int(d) for d in data_shape)
+        factor = 2**downsample
+        if len(data_shape) != 3 or data_shape[0] % factor or data_shape[1] % factor or downsample < 1:
+            raise ValueError(
+                f"VQVAE needs data_shape (height, width, channels) with height and width divisible by "
+                f"2**downsample = {factor} (downsample >= 1), got data_shape {data_shape}, downsample {downsample}."
+            )
+        # Gradient-free (EMA) codebooks have no codebook loss to report.
+        self.metric_names = tuple(m for m in self.ALL_METRICS if not (ema and m == "codebook"))
+        super().__init__(data_shape=data_shape, seed=seed, **kwargs)
+        self.hidden_channels = int(hidden_channels)
+        self.residual_channels = int(residual_channels)
+        self.residual_blocks = int(residual_blocks)
+        self.downsample = int(downsample)
+        self.num_codes = int(num_codes)
+        self.code_dim = int(code_dim)
+        self.beta = float(beta)
+        self.ema = bool(ema)
+        self.decay = float(decay)
+        self.restart_after = int(restart_after)
+        self.likelihood = likelihood
+        self.likelihood_scale = float(likelihood_scale)
+        self.code_shape = (data_shape[0] // factor, data_shape[1] // factor)
+
+        x = inputs = keras.Input(data_shape)
+        for _ in range(self.downsample):
+            x = keras.layers.Conv2D(self.hidden_channels, 4, strides=2, padding="same", activation="relu")(x)
+        x = keras.layers.Conv2D(self.hidden_channels, 3, padding="same")(x)
+        x = _residual_stack(x, self.hidden_channels, self.residual_channels, self.residual_blocks)
+        self.encoder = keras.Model(inputs, keras.layers.Conv2D(self.code_dim, 1)(x), name="encoder")
+
+        x = inputs = keras.Input((*self.code_shape, self.code_dim))
+        x = keras.layers.Conv2D(self.hidden_channels, 3, padding="same")(x)
+        x = _residual_stack(x, self.hidden_channels, self.residual_channels, self.residual_blocks)
+        for _ in range(self.downsample - 1):
+            x = keras.layers.Conv2DTranspose(self.hidden_channels, 4, strides=2, padding="same", activation="relu")(x)
+        x = keras.layers.Conv2DTranspose(data_shape[2], 4, strides=2, padding="same")(x)
+        self.decoder = keras.Model(inputs, x, name="decoder")
+
+        self.quantizer = VectorQuantizer(
+            self.num_codes, self.code_dim, beta=self.beta, ema=self.ema, decay=self.decay,
+            restart_after=self.restart_after, seed=seed, name="quantizer",
+        )
+        self.likelihood_layer = dl.make_likelihood(likelihood, self.likelihood_scale)
+        self.build((None, *data_shape))
+
+    def build(self, input_shape=None):
+        self.quantizer.build(self.encoder.output_shape)
+        self.likelihood_layer.build(self.decoder.output_shape)
+        self.built = True
+
+    # ---- the loss ----------------------------------------------------------------------------
+
+    def compute_terms(self, x, training=False, seed=None):
+        x = self.check_inputs(x)
+        vq = self.quantizer(self.encoder(x, training=training), training=training)
+        px = self.likelihood_layer(self.decoder(vq["quantized"], training=training))
+        return {
+            "reconstruction": -px.log_prob(x),
+            "commitment": vq["commitment"],
+            "codebook": vq["codebook"],
+            "perplexity": vq["perplexity"],
+            "codes_used": vq["usage"],
+        }
+
+    def objective(self, terms):
+        return tf.reduce_mean(terms["reconstruction"] + terms["commitment"] + terms["codebook"])
+
+    # ---- public API --------------------------------------------------------------------------
+
+    def call(self, inputs, training=False):
+        """Reconstruction mean E[x|z_q]."""
+        z_q = self.quantizer(self.encoder(self.check_inputs(inputs), training=training), training=False)["quantized"]
+        return self.likelihood_layer(self.decoder(z_q, training=training)).mean()
+
+    def encode(self, x):
+        """Code indices, int32 ``[B, h, w]``."""
+        return self.quantizer.indices(self.encoder(self.check_inputs(x)))
+
+    def decode_indices(self, indices):
+        """Likelihood mean of the images whose code maps are ``indices`` (``[B, h, w]``)."""
+        indices = tf.convert_to_tensor(indices, dtype=tf.int32)
+        return self.likelihood_layer(self.decoder(self.quantizer.lookup(indices))).mean()
+
+    def reconstruct(self, x):
+        """Decode the codes of x."""
+        return self(x, training=False)
+
+    def sample(self, n: int, seed=None, mean: bool = True):
+        """``n`` images from code maps drawn uniformly at random.
+
+        A VQ-VAE alone has a uniform prior over codes; samples resemble data only once a learned
+        prior over code maps (a PixelCNN, not yet in vaezoo) draws the codes.
+        """
+        seed = self.next_seed(seed)
+        codes = tf.random.stateless_uniform([int(n), *self.code_shape], seed, 0, self.num_codes, dtype=tf.int32)
+        px = self.likelihood_layer(self.decoder(self.quantizer.lookup(codes)))
+        return px.mean() if mean else px.sample(seed=tf.reverse(seed, [0]))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "hidden_channels": self.hidden_channels,
+            "residual_channels": self.residual_channels,
+            "residual_blocks": self.residual_blocks,
+            "downsample": self.downsample,
+            "num_codes": self.num_codes,
+            "code_dim": self.code_dim,
+            "beta": self.beta,
+            "ema": self.ema,
+            "decay": self.decay,
+            "restart_after": self.restart_after,
+            "likelihood": self.likelihood,
+            "likelihood_scale": self.likelihood_scale,
+        }
+
+
+register_model(VQVAE, name="vq_vae")
