@@ -121,3 +121,16 @@ def test_interrupted_fit_resumes_where_it_stopped(tmp_path):
     resumed = keras.models.load_model(tmp_path / "checkpoints" / "last.keras")
     assert int(resumed.optimizer.iterations) == 12
     assert any(not np.array_equal(a, b.numpy()) for a, b in zip(weights_at_interrupt, fresh.weights))  # trained on
+
+
+def test_train_and_evaluate_a_discrete_latent_model(tmp_path, capsys, data_dir):
+    assert cli.main(["train", "vq_vae", "--set", "hidden_channels=8", "--set", "residual_channels=4", "--epochs", "1",
+                     "--limit", "128", "--data-dir", str(data_dir), "--out", str(tmp_path), "--verbose", "0"]) == 0
+    assert (tmp_path / "samples.png").is_file() and (tmp_path / "samples_reconstructions.png").is_file()
+    ckpt = str(tmp_path / "model.keras")
+    assert cli.main(["evaluate", "vq_vae", "--checkpoint", ckpt, "--data-dir", str(data_dir), "--limit", "100",
+                     "--verbose", "0"]) == 0
+    assert "perplexity" in capsys.readouterr().out
+    assert cli.main(["evaluate", "vq_vae", "--checkpoint", ckpt, "--data-dir", str(data_dir), "--limit", "100",
+                     "--num-samples", "10"]) == 2
+    assert "discrete codes" in capsys.readouterr().err

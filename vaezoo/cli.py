@@ -129,6 +129,11 @@ def _load(args):
 def cmd_evaluate(args) -> int:
     cfg = vaezoo.get_config(args.name, **_overrides(args))
     model = _load(args)
+    if args.num_samples and not hasattr(model, "log_weights"):
+        raise ValueError(
+            f"--num-samples estimates log p(x) for continuous-latent models (VAE, BetaVAE, IWAE); "
+            f"{type(model).__name__} has discrete codes."
+        )
     ds = _dataset(cfg, args.split, args, limit=args.limit, shuffle=False)
     results = model.evaluate(ds, return_dict=True, verbose=args.verbose)
     print(f"{args.name} on {cfg['dataset']}:{args.split} (nats per example)")
