@@ -36,7 +36,8 @@ def tiny_overrides(name: str) -> dict:
     """Shrink whatever size keys the model's config has, so every model trains in a moment."""
     schema = vaezoo.model_info(name).schema
     shrink = {"latent_dim": 4, "hidden_units": [32], "conv_filters": [8, 8], "prior_components": 3,
-              "hidden_channels": 8, "residual_channels": 4, "residual_blocks": 1, "num_codes": 8, "code_dim": 4}
+              "hidden_channels": 8, "residual_channels": 4, "residual_blocks": 1, "num_codes": 8, "code_dim": 4,
+              "channels": 8, "num_blocks": 2}
     return {k: v for k, v in shrink.items() if k in schema}
 
 
@@ -45,7 +46,11 @@ def tiny(name: str, **overrides):
 
 
 def batch_for(model, n: int = 16, seed: int = 0) -> np.ndarray:
-    """A fixed batch of binary sprite images in the model's data shape."""
+    """A fixed batch of binary sprite images in the model's data shape (or code maps drawn from them)."""
+    if model.input_kind == "codes":
+        h, w = model.code_shape
+        sprites = data.render_sprites(data.sprite_factors(n, seed=seed), size=h)[..., 0]
+        return (sprites * (model.num_codes - 1)).astype("int32")  # two codes, arranged like sprites
     h, w, c = model.data_shape
     assert h == w, "sprites are square"
     images = data.render_sprites(data.sprite_factors(n, seed=seed), size=h)

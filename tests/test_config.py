@@ -27,8 +27,9 @@ def test_every_builtin_model_has_a_yaml_config(name):
         expected = tuple(value) if isinstance(value, list) else value
         assert cfg[key] == expected, key
     # The documented contents are there.
-    always = ("data_shape", "likelihood", "optimizer", "learning_rate", "batch_size", "epochs", "dataset")
-    where_used = ("architecture", "latent_dim", "prior", "beta", "num_samples", "num_codes", "code_dim")
+    always = ("optimizer", "learning_rate", "batch_size", "epochs", "dataset")
+    where_used = ("data_shape", "code_shape", "likelihood", "architecture", "latent_dim", "prior", "beta",
+                  "num_samples", "num_codes", "code_dim")
     for key in always + tuple(k for k in where_used if k in info.schema):
         assert key in raw, f"{name}.yaml lacks {key}"
 

@@ -5,6 +5,8 @@
     vaezoo train NAME [--set key=value ...] [--dataset D] [--epochs N] [--out DIR]
     vaezoo evaluate NAME --checkpoint PATH [--dataset D]
     vaezoo sample NAME --checkpoint PATH --out grid.png
+    vaezoo train pixelcnn_prior --vqvae runs/vq_vae/model.keras      # a prior over a VQ-VAE's codes
+    vaezoo sample vq_vae --checkpoint runs/vq_vae/model.keras --prior runs/pixelcnn_prior/model.keras --out g.png
 
 ``train`` shows Keras' progress bar, writes TensorBoard logs, a checkpoint after every epoch,
 and resumes an interrupted run in the same ``--out`` folder where it stopped.
@@ -54,8 +56,9 @@ def _dataset(cfg, split, args, limit=None, shuffle=None):
     )
 
 
-def _write_samples(model, out_path: Path, test_ds, seed) -> list[Path]:
-    written = [Path(images.save_grid(np.asarray(model.sample(64, seed=seed)), out_path))]
+def _write_samples(model, out_path: Path, test_ds, seed, prior=None) -> list[Path]:
+    drawn = model.sample(64, seed=seed, prior=prior) if prior is not None else model.sample(64, seed=seed)
+    written = [Path(images.save_grid(np.asarray(drawn), out_path))]
     if test_ds is not None:
         x = next(iter(test_ds.unbatch().batch(32)))
         recon = np.asarray(model.reconstruct(x))
@@ -92,6 +95,14 @@ def cmd_train(args) -> int:
         keras.utils.set_random_seed(args.seed)
     train_ds = _dataset(cfg, "train", args, limit=args.limit)
     val_ds = _dataset(cfg, VALIDATION_SPLIT.get(cfg["dataset"], "test"), args, limit=args.limit, shuffle=False)
+    vqvae = None
+    if args.vqvae:  # a prior over codes: train on the codes of a trained VQ-VAE
+        vqvae = _load_checkpoint(args.vqvae)
+        if not hasattr(vqvae, "quantizer"):
+            raise ValueError(f"--vqvae {args.vqvae} is a {type(vqvae).__name__}, not a VQ-VAE.")
+        overrides = {**overrides, "code_shape": list(vqvae.code_shape), "num_codes": vqvae.num_codes}
+        cfg = vaezoo.get_config(args.name, **overrides)
+        train_ds, val_ds = data.codes_dataset(vqvae, train_ds), data.codes_dataset(vqvae, val_ds)
     shape = tuple(train_ds.element_spec.shape[1:])
     if "data_shape" in cfg and tuple(cfg["data_shape"]) != shape and "data_shape" not in overrides:
         print(f"data_shape {tuple(cfg['data_shape'])} -> {shape} to match dataset {cfg['dataset']!r}")
@@ -111,13 +122,17 @@ def cmd_train(args) -> int:
         train_ds, epochs=cfg["epochs"], validation_data=val_ds, callbacks=callbacks, verbose=args.verbose, shuffle=False
     )
     model.save(out / "model.keras")
-    written = _write_samples(model, out / "samples.png", val_ds, args.seed)
+    if vqvae is not None:  # images decoded from codes that the trained prior draws
+        grid = np.asarray(vqvae.sample(64, seed=args.seed, prior=model))
+        written = [Path(images.save_grid(grid, out / "samples.png"))]
+    else:
+        written = _write_samples(model, out / "samples.png", val_ds, args.seed)
     print(f"saved {out / 'model.keras'}; wrote {', '.join(map(str, written))}; TensorBoard logs in {out / 'logs'}")
     return 0
 
 
-def _load(args):
-    path = Path(args.checkpoint)
+def _load_checkpoint(path):
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist (expected a .keras file written by vaezoo train).")
     model = keras.models.load_model(path)
@@ -128,7 +143,7 @@ def _load(args):
 
 def cmd_evaluate(args) -> int:
     cfg = vaezoo.get_config(args.name, **_overrides(args))
-    model = _load(args)
+    model = _load_checkpoint(args.checkpoint)
     if args.num_samples and not hasattr(model, "log_weights"):
         raise ValueError(
             f"--num-samples estimates log p(x) for continuous-latent models (VAE, BetaVAE, IWAE); "
@@ -149,13 +164,14 @@ def cmd_evaluate(args) -> int:
 
 def cmd_sample(args) -> int:
     cfg = vaezoo.get_config(args.name, **_overrides(args))
-    model = _load(args)
+    model = _load_checkpoint(args.checkpoint)
     try:
         test_ds = _dataset(cfg, VALIDATION_SPLIT.get(cfg["dataset"], "test"), args, shuffle=False)
     except FileNotFoundError as exc:
         print(f"no reconstructions: {exc}", file=sys.stderr)
         test_ds = None
-    written = _write_samples(model, Path(args.out), test_ds, args.seed)
+    prior = _load_checkpoint(args.prior) if args.prior else None
+    written = _write_samples(model, Path(args.out), test_ds, args.seed, prior=prior)
     print(f"wrote {', '.join(map(str, written))}")
     return 0
 
@@ -191,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/NAME); rerun to resume an interrupted run")
     p.add_argument("--jit", action="store_true", help="compile the train step with XLA")
     p.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS", help="anneal the KL weight over STEPS")
+    p.add_argument("--vqvae", metavar="CHECKPOINT",
+                   help="for a prior over codes (pixelcnn_prior): the trained VQ-VAE whose codes it learns")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test-set ELBO and its parts")
@@ -203,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="PNG grids of samples and reconstructions")
     common(p, checkpoint=True)
     p.add_argument("--out", required=True, help="PNG path; reconstructions go beside it")
+    p.add_argument("--prior", metavar="CHECKPOINT", help="VQ-VAE only: a trained pixelcnn_prior to draw the codes")
     p.set_defaults(func=cmd_sample)
     return parser
 

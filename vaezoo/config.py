@@ -61,13 +61,13 @@ def schema_for(builder: Callable[..., Any]) -> dict[str, Field]:
     """The config schema of a model builder: its keyword arguments plus the training keys.
 
     For a class, the ``__init__`` arguments of its bases are included as long as each
-    ``__init__`` forwards ``**kwargs`` (stopping at Keras' own classes), so a subclass lists only
-    the arguments it adds.
+    ``__init__`` forwards ``**kwargs`` (stopping at Keras' own classes and at a class marked
+    ``_schema_root``, such as :class:`vaezoo.BaseVAE`), so a subclass lists only the arguments it adds.
     """
     if inspect.isclass(builder):
         targets = []
         for klass in builder.__mro__:
-            if klass.__module__.split(".")[0] == "keras" or klass is object:
+            if klass.__module__.split(".")[0] == "keras" or klass is object or vars(klass).get("_schema_root"):
                 break
             if "__init__" in vars(klass):
                 targets.append(klass.__init__)

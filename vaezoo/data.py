@@ -256,3 +256,11 @@ def load(
         raise ValueError(f"Unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}.")
     ds = tf.data.Dataset.from_tensor_slices(images)
     return _finish(ds, len(images), batch_size, shuffle, seed, binarize, limit)
+
+
+def codes_dataset(vqvae, images: tf.data.Dataset) -> tf.data.Dataset:
+    """Map a dataset of image batches to batches of a VQ-VAE's code indices (``[B, h, w]`` int32).
+
+    The training data of a prior over codes (:class:`vaezoo.models.pixelcnn.PixelCNNPrior`).
+    """
+    return images.map(lambda x: vqvae.encode(x), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -4,5 +4,6 @@ from vaezoo.models.base import BaseVAE
 from vaezoo.models.vae import VAE, BetaVAE
 from vaezoo.models.iwae import IWAE
 from vaezoo.models.vqvae import VQVAE
+from vaezoo.models.pixelcnn import PixelCNNPrior
 
-__all__ = ["BaseVAE", "VAE", "BetaVAE", "IWAE", "VQVAE"]
+__all__ = ["BaseVAE", "VAE", "BetaVAE", "IWAE", "VQVAE", "PixelCNNPrior"]

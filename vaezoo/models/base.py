@@ -32,6 +32,10 @@ class BaseVAE(keras.Model):
 
     #: Names of the per-example terms reported as metrics (besides ``loss``), in this order.
     metric_names: tuple[str, ...] = ()
+    #: The config schema of a family stops here: each family declares its own arguments.
+    _schema_root = True
+    #: What the model reads: ``"images"`` (floats in [0, 1]) or ``"codes"`` (integer code maps).
+    input_kind = "images"
 
     def __init__(self, data_shape: tuple[int, ...], seed: int | None = None, **kwargs):
         super().__init__(**kwargs)

@@ -171,14 +171,22 @@ class VQVAE(BaseVAE):
         """Decode the codes of x."""
         return self(x, training=False)
 
-    def sample(self, n: int, seed=None, mean: bool = True):
-        """``n`` images from code maps drawn uniformly at random.
+    def sample(self, n: int, seed=None, mean: bool = True, prior=None):
+        """``n`` images decoded from code maps drawn from ``prior``.
 
-        A VQ-VAE alone has a uniform prior over codes; samples resemble data only once a learned
-        prior over code maps (a PixelCNN, not yet in vaezoo) draws the codes.
+        ``prior`` is a trained :class:`vaezoo.models.pixelcnn.PixelCNNPrior` over this model's codes;
+        without one the codes are uniform (the VQ-VAE's own prior), which gives no realistic samples.
         """
         seed = self.next_seed(seed)
-        codes = tf.random.stateless_uniform([int(n), *self.code_shape], seed, 0, self.num_codes, dtype=tf.int32)
+        if prior is not None:
+            if tuple(prior.code_shape) != self.code_shape or prior.num_codes != self.num_codes:
+                raise ValueError(
+                    f"The prior models {prior.code_shape} maps of {prior.num_codes} codes; this VQ-VAE has "
+                    f"{self.code_shape} maps of {self.num_codes} codes."
+                )
+            codes = prior.sample(int(n), seed=seed)
+        else:
+            codes = tf.random.stateless_uniform([int(n), *self.code_shape], seed, 0, self.num_codes, dtype=tf.int32)
         px = self.likelihood_layer(self.decoder(self.quantizer.lookup(codes)))
         return px.mean() if mean else px.sample(seed=tf.reverse(seed, [0]))
 
