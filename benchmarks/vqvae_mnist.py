@@ -4,9 +4,10 @@ Trains the registry's `vq_vae` (7x7 codes, 64-entry EMA codebook, dead-code rest
 dynamically binarized MNIST and evaluates on the test set (one seeded binarization):
 reconstruction -log p(x|z_q) in nats, the mean squared error of the reconstruction mean against the
 grey-level test images, the perplexity of code usage over the whole test set and the fraction of
-the codebook it uses.
+the codebook it uses. Then trains the gated PixelCNN prior (`pixelcnn_prior`) on the training set's
+codes and reports its test negative log-likelihood over codes (nats per code map, bits per code).
 
-    python benchmarks/vqvae_mnist.py --epochs 3 --data-dir ../shared/data
+    python benchmarks/vqvae_mnist.py --epochs 3 --prior-epochs 3 --data-dir ../shared/data
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--data-dir", default=os.environ.get(data.DATA_DIR_ENV, "../shared/data"))
+    parser.add_argument("--prior-epochs", type=int, default=3, help="0 skips the prior")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args()
@@ -58,6 +60,23 @@ def main() -> None:
         "test_codes_used": f"{int((counts > 0).sum())}/{model.num_codes}",
         "batch_perplexity_mean": round(result["perplexity"], 1),
     }
+    if args.prior_epochs:
+        keras.utils.set_random_seed(args.seed)
+        prior = vaezoo.get("pixelcnn_prior", code_shape=list(model.code_shape), num_codes=model.num_codes,
+                           seed=args.seed)
+        prior_cfg = vaezoo.get_config("pixelcnn_prior")
+        prior.compile(keras.optimizers.Adam(prior_cfg["learning_rate"]), jit_compile=True)
+        start = time.perf_counter()
+        prior.fit(data.codes_dataset(model, train), epochs=args.prior_epochs, verbose=0, shuffle=False)
+        prior_seconds = time.perf_counter() - start
+        nll = prior.evaluate(data.codes_dataset(model, test_binary), return_dict=True, verbose=0)
+        summary.update(
+            prior_epochs=args.prior_epochs,
+            prior_s_per_epoch=round(prior_seconds / args.prior_epochs, 1),
+            prior_test_nll_nats=round(nll["nll"], 2),
+            prior_test_bits_per_code=round(nll["bits_per_dim"], 3),
+            uniform_prior_nats=round(float(np.prod(model.code_shape) * np.log(model.num_codes)), 2),
+        )
     print(json.dumps(summary))
 
 
