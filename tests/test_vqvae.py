@@ -176,3 +176,27 @@ def test_mnist_reconstruction_falls_and_codes_do_not_collapse(data_dir):
     assert after["reconstruction"] < 0.5 * before["reconstruction"], (before, after)
     assert after["perplexity"] > 8, after  # of 64 codes: far from collapse to one
     assert after["codes_used"] > 0.25, after
+
+
+def test_vqvae2_two_levels_with_the_bottom_conditioned_on_the_top():
+    model = tiny("vq_vae2")
+    x = batch_for(model, n=4)
+    top, bottom = model.encode(x)
+    assert top.shape == (4, 7, 7) and bottom.shape == (4, 14, 14) and top.dtype == tf.int32
+    np.testing.assert_allclose(model.decode_indices(top, bottom), model.reconstruct(x), rtol=1e-5, atol=1e-6)
+    # The bottom level's input depends on the top path (encoder and top decoder)...
+    with tf.GradientTape() as tape:
+        h_b = model.bottom_encoder(x)
+        vq_t = model.top_quantizer(model.top_encoder(h_b))
+        z_b = model.bottom_projection(tf.concat([h_b, model.top_decoder(vq_t["quantized"])], -1))
+        total = tf.reduce_sum(z_b)
+    grads = tape.gradient(total, model.top_encoder.trainable_variables + model.top_decoder.trainable_variables)
+    assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+    # ...and the decoder uses both code maps.
+    other_top = (top + 1) % model.num_codes
+    assert not np.allclose(model.decode_indices(other_top, bottom), model.decode_indices(top, bottom))
+    # Straight-through: the reconstruction loss reaches both encoders.
+    with tf.GradientTape() as tape:
+        rec = tf.reduce_mean(model.compute_terms(x)["reconstruction"])
+    grads = tape.gradient(rec, model.bottom_encoder.trainable_variables + model.top_encoder.trainable_variables)
+    assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)

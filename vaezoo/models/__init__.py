@@ -4,6 +4,7 @@ from vaezoo.models.base import BaseVAE
 from vaezoo.models.vae import VAE, BetaVAE
 from vaezoo.models.iwae import IWAE
 from vaezoo.models.vqvae import VQVAE
+from vaezoo.models.vqvae2 import VQVAE2
 from vaezoo.models.pixelcnn import PixelCNNPrior
 
-__all__ = ["BaseVAE", "VAE", "BetaVAE", "IWAE", "VQVAE", "PixelCNNPrior"]
+__all__ = ["BaseVAE", "VAE", "BetaVAE", "IWAE", "VQVAE", "VQVAE2", "PixelCNNPrior"]

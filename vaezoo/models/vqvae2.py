@@ -1,0 +1,212 @@
+"""VQ-VAE-2: two levels of vector-quantised codes, the bottom level conditioned on the top.
+
+x -> bottom encoder -> h_b (1/2^downsample resolution) -> top encoder -> z_t (half of that) -> top codes q_t;
+the top codes are decoded back to h_b's resolution and concatenated with h_b to give z_b -> bottom
+codes q_b; the decoder sees both levels (the top one upsampled). Top codes hold global structure,
+bottom codes local detail. Loss: reconstruction plus both levels' commitment (and codebook) terms.
+
+Example:
+
+>>> model = vaezoo.get("vq_vae2")               # 28x28 images: top 7x7 codes, bottom 14x14 codes
+>>> top, bottom = model.encode(x)
+>>> images = model.decode_indices(top, bottom)
+
+Reference: Razavi, van den Oord & Vinyals, "Generating Diverse High-Fidelity Images with VQ-VAE-2",
+NeurIPS 2019.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from vaezoo import layers as dl
+from vaezoo.models.base import BaseVAE
+from vaezoo.models.vqvae import _residual_stack
+from vaezoo.registry import register_model
+from vaezoo.vq import VectorQuantizer
+
+
+@keras.saving.register_keras_serializable(package="vaezoo")
+class VQVAE2(BaseVAE):
+    """Two-level VQ-VAE (top and bottom code maps, bottom conditioned on top).
+
+    Args:
+        data_shape: ``(height, width, channels)``, divisible by ``2 ** (downsample + 1)``.
+        hidden_channels, residual_channels, residual_blocks: as :class:`vaezoo.VQVAE`.
+        downsample: stride-2 convolutions down to the bottom codes (28x28 -> 14x14 with 1);
+            the top codes are half the bottom resolution.
+        num_codes, code_dim: codebook size and code dimension (both levels).
+        beta, ema, decay, restart_after: the quantisers' settings (both levels).
+        likelihood, likelihood_scale: p(x|z_q).
+        seed: seed of sampling, codebook initialisation and restarts.
+    """
+
+    ALL_METRICS = ("reconstruction", "commitment", "codebook", "perplexity_top", "perplexity_bottom",
+                   "codes_used_top", "codes_used_bottom")
+
+    def __init__(
+        self,
+        data_shape: tuple[int, ...] = (28, 28, 1),
+        hidden_channels: int = 64,
+        residual_channels: int = 32,
+        residual_blocks: int = 2,
+        downsample: int = 1,
+        num_codes: int = 64,
+        code_dim: int = 16,
+        beta: float = 0.25,
+        ema: bool = True,
+        decay: float = 0.99,
+        restart_after: int = 5,
+        likelihood: str = "bernoulli",
+        likelihood_scale: float = 1.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        data_shape = tuple(int(d) for d in data_shape)
+        factor = 2 ** (downsample + 1)
+        if len(data_shape) != 3 or data_shape[0] % factor or data_shape[1] % factor or downsample < 1:
+            raise ValueError(
+                f"VQVAE2 needs data_shape (height, width, channels) with height and width divisible by "
+                f"2**(downsample + 1) = {factor} (downsample >= 1), got data_shape {data_shape}, downsample {downsample}."
+            )
+        self.metric_names = tuple(m for m in self.ALL_METRICS if not (ema and m == "codebook"))
+        super().__init__(data_shape=data_shape, seed=seed, **kwargs)
+        self.hidden_channels = int(hidden_channels)
+        self.residual_channels = int(residual_channels)
+        self.residual_blocks = int(residual_blocks)
+        self.downsample = int(downsample)
+        self.num_codes = int(num_codes)
+        self.code_dim = int(code_dim)
+        self.beta = float(beta)
+        self.ema = bool(ema)
+        self.decay = float(decay)
+        self.restart_after = int(restart_after)
+        self.likelihood = likelihood
+        self.likelihood_scale = float(likelihood_scale)
+        c, r, n, d = self.hidden_channels, self.residual_channels, self.residual_blocks, self.code_dim
+        hb, wb = data_shape[0] // 2**downsample, data_shape[1] // 2**downsample
+        self.bottom_shape, self.top_shape = (hb, wb), (hb // 2, wb // 2)
+
+        x = inputs = keras.Input(data_shape)
+        for _ in range(self.downsample):
+            x = keras.layers.Conv2D(c, 4, strides=2, padding="same", activation="relu")(x)
+        x = keras.layers.Conv2D(c, 3, padding="same")(x)
+        self.bottom_encoder = keras.Model(inputs, _residual_stack(x, c, r, n), name="bottom_encoder")
+
+        x = inputs = keras.Input((hb, wb, c))
+        x = keras.layers.Conv2D(c, 4, strides=2, padding="same", activation="relu")(x)
+        x = keras.layers.Conv2D(c, 3, padding="same")(x)
+        x = _residual_stack(x, c, r, n)
+        self.top_encoder = keras.Model(inputs, keras.layers.Conv2D(d, 1)(x), name="top_encoder")
+
+        # The top codes decoded to the bottom resolution: what the bottom level is conditioned on.
+        x = inputs = keras.Input((*self.top_shape, d))
+        x = keras.layers.Conv2D(c, 3, padding="same")(x)
+        x = _residual_stack(x, c, r, n)
+        self.top_decoder = keras.Model(
+            inputs, keras.layers.Conv2DTranspose(d, 4, strides=2, padding="same")(x), name="top_decoder"
+        )
+        self.bottom_projection = keras.layers.Conv2D(d, 1, name="bottom_projection")
+
+        bottom_in, top_in = keras.Input((hb, wb, d)), keras.Input((*self.top_shape, d))
+        top_up = keras.layers.Conv2DTranspose(d, 4, strides=2, padding="same")(top_in)
+        x = keras.layers.Concatenate()([bottom_in, top_up])
+        x = keras.layers.Conv2D(c, 3, padding="same")(x)
+        x = _residual_stack(x, c, r, n)
+        for _ in range(self.downsample - 1):
+            x = keras.layers.Conv2DTranspose(c, 4, strides=2, padding="same", activation="relu")(x)
+        x = keras.layers.Conv2DTranspose(data_shape[2], 4, strides=2, padding="same")(x)
+        self.decoder = keras.Model([bottom_in, top_in], x, name="decoder")
+
+        settings = dict(beta=self.beta, ema=self.ema, decay=self.decay, restart_after=self.restart_after)
+        seeds = (None, None) if seed is None else (seed, seed + 1)
+        self.top_quantizer = VectorQuantizer(self.num_codes, d, seed=seeds[0], name="top_quantizer", **settings)
+        self.bottom_quantizer = VectorQuantizer(self.num_codes, d, seed=seeds[1], name="bottom_quantizer", **settings)
+        self.likelihood_layer = dl.make_likelihood(likelihood, self.likelihood_scale)
+        self.build((None, *data_shape))
+
+    def build(self, input_shape=None):
+        d = self.code_dim
+        self.bottom_projection.build((None, *self.bottom_shape, self.hidden_channels + d))
+        self.top_quantizer.build((None, *self.top_shape, d))
+        self.bottom_quantizer.build((None, *self.bottom_shape, d))
+        self.likelihood_layer.build(self.decoder.output_shape)
+        self.built = True
+
+    def _quantize(self, x, training):
+        h_b = self.bottom_encoder(x, training=training)
+        vq_t = self.top_quantizer(self.top_encoder(h_b, training=training), training=training)
+        conditioned = tf.concat([h_b, self.top_decoder(vq_t["quantized"], training=training)], axis=-1)
+        vq_b = self.bottom_quantizer(self.bottom_projection(conditioned), training=training)
+        return vq_t, vq_b
+
+    def compute_terms(self, x, training=False, seed=None):
+        x = self.check_inputs(x)
+        vq_t, vq_b = self._quantize(x, training)
+        px = self.likelihood_layer(self.decoder([vq_b["quantized"], vq_t["quantized"]], training=training))
+        return {
+            "reconstruction": -px.log_prob(x),
+            "commitment": vq_t["commitment"] + vq_b["commitment"],
+            "codebook": vq_t["codebook"] + vq_b["codebook"],
+            "perplexity_top": vq_t["perplexity"],
+            "perplexity_bottom": vq_b["perplexity"],
+            "codes_used_top": vq_t["usage"],
+            "codes_used_bottom": vq_b["usage"],
+        }
+
+    def objective(self, terms):
+        return tf.reduce_mean(terms["reconstruction"] + terms["commitment"] + terms["codebook"])
+
+    def call(self, inputs, training=False):
+        """Reconstruction mean E[x|z_q]."""
+        vq_t, vq_b = self._quantize(self.check_inputs(inputs), training=False)
+        return self.likelihood_layer(self.decoder([vq_b["quantized"], vq_t["quantized"]])).mean()
+
+    def encode(self, x):
+        """Top and bottom code indices, int32 ``[B, *top_shape]`` and ``[B, *bottom_shape]``."""
+        vq_t, vq_b = self._quantize(self.check_inputs(x), training=False)
+        return vq_t["indices"], vq_b["indices"]
+
+    def decode_indices(self, top, bottom):
+        """Likelihood mean of the images with these top and bottom code maps."""
+        q_t = self.top_quantizer.lookup(tf.convert_to_tensor(top, tf.int32))
+        q_b = self.bottom_quantizer.lookup(tf.convert_to_tensor(bottom, tf.int32))
+        return self.likelihood_layer(self.decoder([q_b, q_t])).mean()
+
+    def reconstruct(self, x):
+        """Decode the codes of x."""
+        return self(x, training=False)
+
+    def sample(self, n: int, seed=None, mean: bool = True):
+        """``n`` images from uniformly drawn top and bottom codes.
+
+        vaezoo has no hierarchical prior for VQ-VAE-2 yet (a top PixelCNN and a bottom one
+        conditioned on the top codes); until then samples do not resemble data.
+        """
+        seed = self.next_seed(seed)
+        top = tf.random.stateless_uniform([int(n), *self.top_shape], seed, 0, self.num_codes, dtype=tf.int32)
+        bottom = tf.random.stateless_uniform([int(n), *self.bottom_shape], tf.reverse(seed, [0]), 0,
+                                             self.num_codes, dtype=tf.int32)
+        px = self.likelihood_layer(self.decoder([self.bottom_quantizer.lookup(bottom), self.top_quantizer.lookup(top)]))
+        return px.mean() if mean else px.sample(seed=seed)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "hidden_channels": self.hidden_channels,
+            "residual_channels": self.residual_channels,
+            "residual_blocks": self.residual_blocks,
+            "downsample": self.downsample,
+            "num_codes": self.num_codes,
+            "code_dim": self.code_dim,
+            "beta": self.beta,
+            "ema": self.ema,
+            "decay": self.decay,
+            "restart_after": self.restart_after,
+            "likelihood": self.likelihood,
+            "likelihood_scale": self.likelihood_scale,
+        }
+
+
+register_model(VQVAE2, name="vq_vae2")
