@@ -42,16 +42,16 @@ def _residual_stack(h, channels: int, residual_channels: int, blocks: int):
     return keras.layers.ReLU()(h)
 
 
-@keras.saving.register_keras_serializable(package="vaezoo")
-class VQVAE(BaseVAE):
-    """Vector-quantised VAE (one level of codes).
+class VectorQuantizedVAE(BaseVAE):
+    """What the vector-quantised families share: arguments, checks, likelihood, loss and config.
 
     Args:
-        data_shape: ``(height, width, channels)``; height and width divisible by ``2 ** downsample``.
+        data_shape: ``(height, width, channels)``; height and width divisible by
+            ``2 ** (downsample + extra_levels)``.
         hidden_channels: channels of the convolutions.
         residual_channels: channels inside each residual block.
-        residual_blocks: residual blocks in the encoder and in the decoder.
-        downsample: stride-2 convolutions (28x28 -> 7x7 with 2).
+        residual_blocks: residual blocks in each encoder and decoder stack.
+        downsample: stride-2 convolutions from the image down to the (first) code map.
         num_codes: K, codebook size.
         code_dim: D, dimension of each code.
         beta: commitment weight.
@@ -63,7 +63,9 @@ class VQVAE(BaseVAE):
         seed: seed of sampling, codebook initialisation and restarts.
     """
 
-    ALL_METRICS = ("reconstruction", "commitment", "codebook", "perplexity", "codes_used")
+    ALL_METRICS: tuple[str, ...] = ()
+    #: Stride-2 levels below ``downsample`` (VQ-VAE-2's top codes add one).
+    extra_levels = 0
 
     def __init__(
         self,
@@ -84,11 +86,11 @@ class VQVAE(BaseVAE):
         **kwargs,
     ):
         data_shape = tuple(int(d) for d in data_shape)
-        factor = 2**downsample
+        factor = 2 ** (downsample + self.extra_levels)
         if len(data_shape) != 3 or data_shape[0] % factor or data_shape[1] % factor or downsample < 1:
             raise ValueError(
-                f"VQVAE needs data_shape (height, width, channels) with height and width divisible by "
-                f"2**downsample = {factor} (downsample >= 1), got data_shape {data_shape}, downsample {downsample}."
+                f"{type(self).__name__} needs data_shape (height, width, channels) with height and width divisible "
+                f"by {factor} (downsample >= 1), got data_shape {data_shape}, downsample {downsample}."
             )
         # Gradient-free (EMA) codebooks have no codebook loss to report.
         self.metric_names = tuple(m for m in self.ALL_METRICS if not (ema and m == "codebook"))
@@ -105,6 +107,51 @@ class VQVAE(BaseVAE):
         self.restart_after = int(restart_after)
         self.likelihood = likelihood
         self.likelihood_scale = float(likelihood_scale)
+        self.likelihood_layer = dl.make_likelihood(likelihood, self.likelihood_scale)
+
+    def quantizer_settings(self) -> dict:
+        """Keyword arguments of this model's :class:`VectorQuantizer` layers."""
+        return dict(beta=self.beta, ema=self.ema, decay=self.decay, restart_after=self.restart_after)
+
+    def objective(self, terms):
+        return tf.reduce_mean(terms["reconstruction"] + terms["commitment"] + terms["codebook"])
+
+    def reconstruct(self, x):
+        """Decode the codes of x."""
+        return self(x, training=False)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "hidden_channels": self.hidden_channels,
+            "residual_channels": self.residual_channels,
+            "residual_blocks": self.residual_blocks,
+            "downsample": self.downsample,
+            "num_codes": self.num_codes,
+            "code_dim": self.code_dim,
+            "beta": self.beta,
+            "ema": self.ema,
+            "decay": self.decay,
+            "restart_after": self.restart_after,
+            "likelihood": self.likelihood,
+            "likelihood_scale": self.likelihood_scale,
+        }
+
+
+@keras.saving.register_keras_serializable(package="vaezoo")
+class VQVAE(VectorQuantizedVAE):
+    """Vector-quantised VAE (one level of codes).
+
+    Args:
+        downsample: stride-2 convolutions (28x28 -> 7x7 with 2).
+        **kwargs: as :class:`VectorQuantizedVAE`.
+    """
+
+    ALL_METRICS = ("reconstruction", "commitment", "codebook", "perplexity", "codes_used")
+
+    def __init__(self, downsample: int = 2, **kwargs):
+        super().__init__(downsample=downsample, **kwargs)
+        data_shape, factor = self.data_shape, 2**self.downsample
         self.code_shape = (data_shape[0] // factor, data_shape[1] // factor)
 
         x = inputs = keras.Input(data_shape)
@@ -123,10 +170,8 @@ class VQVAE(BaseVAE):
         self.decoder = keras.Model(inputs, x, name="decoder")
 
         self.quantizer = VectorQuantizer(
-            self.num_codes, self.code_dim, beta=self.beta, ema=self.ema, decay=self.decay,
-            restart_after=self.restart_after, seed=seed, name="quantizer",
+            self.num_codes, self.code_dim, seed=self.seed, name="quantizer", **self.quantizer_settings()
         )
-        self.likelihood_layer = dl.make_likelihood(likelihood, self.likelihood_scale)
         self.build((None, *data_shape))
 
     def build(self, input_shape=None):
@@ -148,9 +193,6 @@ class VQVAE(BaseVAE):
             "codes_used": vq["usage"],
         }
 
-    def objective(self, terms):
-        return tf.reduce_mean(terms["reconstruction"] + terms["commitment"] + terms["codebook"])
-
     # ---- public API --------------------------------------------------------------------------
 
     def call(self, inputs, training=False):
@@ -166,10 +208,6 @@ class VQVAE(BaseVAE):
         """Likelihood mean of the images whose code maps are ``indices`` (``[B, h, w]``)."""
         indices = tf.convert_to_tensor(indices, dtype=tf.int32)
         return self.likelihood_layer(self.decoder(self.quantizer.lookup(indices))).mean()
-
-    def reconstruct(self, x):
-        """Decode the codes of x."""
-        return self(x, training=False)
 
     def sample(self, n: int, seed=None, mean: bool = True, prior=None):
         """``n`` images decoded from code maps drawn from ``prior``.
@@ -189,23 +227,6 @@ class VQVAE(BaseVAE):
             codes = tf.random.stateless_uniform([int(n), *self.code_shape], seed, 0, self.num_codes, dtype=tf.int32)
         px = self.likelihood_layer(self.decoder(self.quantizer.lookup(codes)))
         return px.mean() if mean else px.sample(seed=tf.reverse(seed, [0]))
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "hidden_channels": self.hidden_channels,
-            "residual_channels": self.residual_channels,
-            "residual_blocks": self.residual_blocks,
-            "downsample": self.downsample,
-            "num_codes": self.num_codes,
-            "code_dim": self.code_dim,
-            "beta": self.beta,
-            "ema": self.ema,
-            "decay": self.decay,
-            "restart_after": self.restart_after,
-            "likelihood": self.likelihood,
-            "likelihood_scale": self.likelihood_scale,
-        }
 
 
 register_model(VQVAE, name="vq_vae")

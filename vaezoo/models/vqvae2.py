@@ -20,72 +20,31 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from vaezoo import layers as dl
-from vaezoo.models.base import BaseVAE
-from vaezoo.models.vqvae import _residual_stack
+from vaezoo.models.vqvae import VectorQuantizedVAE, _residual_stack
 from vaezoo.registry import register_model
 from vaezoo.vq import VectorQuantizer
 
 
 @keras.saving.register_keras_serializable(package="vaezoo")
-class VQVAE2(BaseVAE):
+class VQVAE2(VectorQuantizedVAE):
     """Two-level VQ-VAE (top and bottom code maps, bottom conditioned on top).
 
     Args:
-        data_shape: ``(height, width, channels)``, divisible by ``2 ** (downsample + 1)``.
-        hidden_channels, residual_channels, residual_blocks: as :class:`vaezoo.VQVAE`.
         downsample: stride-2 convolutions down to the bottom codes (28x28 -> 14x14 with 1);
             the top codes are half the bottom resolution.
-        num_codes, code_dim: codebook size and code dimension (both levels).
-        beta, ema, decay, restart_after: the quantisers' settings (both levels).
-        likelihood, likelihood_scale: p(x|z_q).
-        seed: seed of sampling, codebook initialisation and restarts.
+        restart_after: restart codes unused for this many training steps, in both codebooks.
+        **kwargs: as :class:`vaezoo.models.vqvae.VectorQuantizedVAE`.
     """
 
     ALL_METRICS = ("reconstruction", "commitment", "codebook", "perplexity_top", "perplexity_bottom",
                    "codes_used_top", "codes_used_bottom")
+    extra_levels = 1
 
-    def __init__(
-        self,
-        data_shape: tuple[int, ...] = (28, 28, 1),
-        hidden_channels: int = 64,
-        residual_channels: int = 32,
-        residual_blocks: int = 2,
-        downsample: int = 1,
-        num_codes: int = 64,
-        code_dim: int = 16,
-        beta: float = 0.25,
-        ema: bool = True,
-        decay: float = 0.99,
-        restart_after: int = 5,
-        likelihood: str = "bernoulli",
-        likelihood_scale: float = 1.0,
-        seed: int | None = None,
-        **kwargs,
-    ):
-        data_shape = tuple(int(d) for d in data_shape)
-        factor = 2 ** (downsample + 1)
-        if len(data_shape) != 3 or data_shape[0] % factor or data_shape[1] % factor or downsample < 1:
-            raise ValueError(
-                f"VQVAE2 needs data_shape (height, width, channels) with height and width divisible by "
-                f"2**(downsample + 1) = {factor} (downsample >= 1), got data_shape {data_shape}, downsample {downsample}."
-            )
-        self.metric_names = tuple(m for m in self.ALL_METRICS if not (ema and m == "codebook"))
-        super().__init__(data_shape=data_shape, seed=seed, **kwargs)
-        self.hidden_channels = int(hidden_channels)
-        self.residual_channels = int(residual_channels)
-        self.residual_blocks = int(residual_blocks)
-        self.downsample = int(downsample)
-        self.num_codes = int(num_codes)
-        self.code_dim = int(code_dim)
-        self.beta = float(beta)
-        self.ema = bool(ema)
-        self.decay = float(decay)
-        self.restart_after = int(restart_after)
-        self.likelihood = likelihood
-        self.likelihood_scale = float(likelihood_scale)
+    def __init__(self, downsample: int = 1, restart_after: int = 5, **kwargs):
+        super().__init__(downsample=downsample, restart_after=restart_after, **kwargs)
+        data_shape, seed = self.data_shape, self.seed
         c, r, n, d = self.hidden_channels, self.residual_channels, self.residual_blocks, self.code_dim
-        hb, wb = data_shape[0] // 2**downsample, data_shape[1] // 2**downsample
+        hb, wb = data_shape[0] // 2**self.downsample, data_shape[1] // 2**self.downsample
         self.bottom_shape, self.top_shape = (hb, wb), (hb // 2, wb // 2)
 
         x = inputs = keras.Input(data_shape)
@@ -119,11 +78,10 @@ class VQVAE2(BaseVAE):
         x = keras.layers.Conv2DTranspose(data_shape[2], 4, strides=2, padding="same")(x)
         self.decoder = keras.Model([bottom_in, top_in], x, name="decoder")
 
-        settings = dict(beta=self.beta, ema=self.ema, decay=self.decay, restart_after=self.restart_after)
+        settings = self.quantizer_settings()
         seeds = (None, None) if seed is None else (seed, seed + 1)
         self.top_quantizer = VectorQuantizer(self.num_codes, d, seed=seeds[0], name="top_quantizer", **settings)
         self.bottom_quantizer = VectorQuantizer(self.num_codes, d, seed=seeds[1], name="bottom_quantizer", **settings)
-        self.likelihood_layer = dl.make_likelihood(likelihood, self.likelihood_scale)
         self.build((None, *data_shape))
 
     def build(self, input_shape=None):
@@ -155,9 +113,6 @@ class VQVAE2(BaseVAE):
             "codes_used_bottom": vq_b["usage"],
         }
 
-    def objective(self, terms):
-        return tf.reduce_mean(terms["reconstruction"] + terms["commitment"] + terms["codebook"])
-
     def call(self, inputs, training=False):
         """Reconstruction mean E[x|z_q]."""
         vq_t, vq_b = self._quantize(self.check_inputs(inputs), training=False)
@@ -174,10 +129,6 @@ class VQVAE2(BaseVAE):
         q_b = self.bottom_quantizer.lookup(tf.convert_to_tensor(bottom, tf.int32))
         return self.likelihood_layer(self.decoder([q_b, q_t])).mean()
 
-    def reconstruct(self, x):
-        """Decode the codes of x."""
-        return self(x, training=False)
-
     def sample(self, n: int, seed=None, mean: bool = True):
         """``n`` images from uniformly drawn top and bottom codes.
 
@@ -190,23 +141,6 @@ class VQVAE2(BaseVAE):
                                              self.num_codes, dtype=tf.int32)
         px = self.likelihood_layer(self.decoder([self.bottom_quantizer.lookup(bottom), self.top_quantizer.lookup(top)]))
         return px.mean() if mean else px.sample(seed=seed)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "hidden_channels": self.hidden_channels,
-            "residual_channels": self.residual_channels,
-            "residual_blocks": self.residual_blocks,
-            "downsample": self.downsample,
-            "num_codes": self.num_codes,
-            "code_dim": self.code_dim,
-            "beta": self.beta,
-            "ema": self.ema,
-            "decay": self.decay,
-            "restart_after": self.restart_after,
-            "likelihood": self.likelihood,
-            "likelihood_scale": self.likelihood_scale,
-        }
 
 
 register_model(VQVAE2, name="vq_vae2")
