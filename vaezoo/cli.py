@@ -56,6 +56,10 @@ def _dataset(cfg, split, args, limit=None, shuffle=None):
     )
 
 
+def _config_yaml(cfg) -> str:
+    return yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}, sort_keys=False)
+
+
 def _write_samples(model, out_path: Path, test_ds, seed, prior=None) -> list[Path]:
     drawn = model.sample(64, seed=seed, prior=prior) if prior is not None else model.sample(64, seed=seed)
     written = [Path(images.save_grid(np.asarray(drawn), out_path))]
@@ -73,7 +77,8 @@ def cmd_list(args) -> int:
     if not names:
         print(f"no model matches {args.pattern!r}")
         return 1
-    rows = [(n, vaezoo.model_info(n).family, vaezoo.model_info(n).source) for n in names]
+    infos = [vaezoo.model_info(n) for n in names]
+    rows = [(i.name, i.family, i.source) for i in infos]
     widths = [max(len(r[i]) for r in rows + [("name", "family", "package")]) for i in range(3)]
     for row in [("name", "family", "package")] + rows:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
@@ -84,7 +89,7 @@ def cmd_config(args) -> int:
     info = vaezoo.model_info(args.name)
     cfg = vaezoo.get_config(args.name, **_overrides(args))
     print(f"# {args.name}: {info.family} from {info.source}" + (f" ({info.config_path})" if info.config_path else ""))
-    print(yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}, sort_keys=False), end="")
+    print(_config_yaml(cfg), end="")
     return 0
 
 
@@ -109,9 +114,7 @@ def cmd_train(args) -> int:
         cfg = vaezoo.get_config(args.name, **overrides, data_shape=list(shape))
     out = Path(args.out or os.path.join("runs", args.name))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(
-        yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}, sort_keys=False)
-    )
+    (out / "config.yaml").write_text(_config_yaml(cfg))
     model = vaezoo.get(args.name, **cfg)
     model.compile(training.make_optimizer(cfg), jit_compile=args.jit)
     callbacks = training.standard_callbacks(out)
@@ -123,8 +126,7 @@ def cmd_train(args) -> int:
     )
     model.save(out / "model.keras")
     if vqvae is not None:  # images decoded from codes that the trained prior draws
-        grid = np.asarray(vqvae.sample(64, seed=args.seed, prior=model))
-        written = [Path(images.save_grid(grid, out / "samples.png"))]
+        written = _write_samples(vqvae, out / "samples.png", None, args.seed, prior=model)
     else:
         written = _write_samples(model, out / "samples.png", val_ds, args.seed)
     print(f"saved {out / 'model.keras'}; wrote {', '.join(map(str, written))}; TensorBoard logs in {out / 'logs'}")
