@@ -1,13 +1,16 @@
-"""VQ-VAE on MNIST: test reconstruction error, code perplexity and codes used after a budgeted run.
+"""VQ-VAE (or VQ-VAE-2) on MNIST: test reconstruction error, code perplexity and codes used, prior NLL.
 
-Trains the registry's `vq_vae` (7x7 codes, 64-entry EMA codebook, dead-code restarts) on
-dynamically binarized MNIST and evaluates on the test set (one seeded binarization):
-reconstruction -log p(x|z_q) in nats, the mean squared error of the reconstruction mean against the
-grey-level test images, the perplexity of code usage over the whole test set and the fraction of
-the codebook it uses. Then trains the gated PixelCNN prior (`pixelcnn_prior`) on the training set's
-codes and reports its test negative log-likelihood over codes (nats per code map, bits per code).
+Trains the registry's `vq_vae` (7x7 codes, 64-entry EMA codebook, dead-code restarts) or, with
+`--model vq_vae2`, VQ-VAE-2 (top 7x7 and bottom 14x14 codes) on dynamically binarized MNIST and
+evaluates on the test set (one seeded binarization): reconstruction -log p(x|z_q) in nats, the mean
+squared error of the reconstruction mean against the grey-level test images, and per code level the
+perplexity of code usage over the whole test set and the fraction of the codebook it uses. Then
+trains the model's prior over codes (`pixelcnn_prior`, or `hierarchical_pixelcnn_prior` for VQ-VAE-2)
+on the training set's codes, reports its test negative log-likelihood over codes (nats per image,
+bits per code) and, with `--samples PNG`, writes a grid of images decoded from codes it draws.
 
     python benchmarks/vqvae_mnist.py --epochs 3 --prior-epochs 3 --data-dir ../shared/data
+    python benchmarks/vqvae_mnist.py --model vq_vae2 --epochs 3 --prior-epochs 3 --samples vq_vae2.png
 """
 
 from __future__ import annotations
@@ -23,23 +26,33 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import vaezoo  # noqa: E402
-from vaezoo import data  # noqa: E402
+from vaezoo import data, images  # noqa: E402
+
+
+def _usage(codes: np.ndarray, num_codes: int) -> dict:
+    counts = np.bincount(codes.ravel(), minlength=num_codes)
+    p = counts[counts > 0] / counts.sum()
+    return {"perplexity": round(float(np.exp(-(p * np.log(p)).sum())), 1),
+            "codes_used": f"{int((counts > 0).sum())}/{num_codes}"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="vq_vae", choices=("vq_vae", "vq_vae2"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--data-dir", default=os.environ.get(data.DATA_DIR_ENV, "../shared/data"))
     parser.add_argument("--prior-epochs", type=int, default=3, help="0 skips the prior")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--limit", type=int, help="train on the first N training images only (smoke runs)")
+    parser.add_argument("--samples", metavar="PNG", help="write 64 images decoded from the prior's codes here")
     args = parser.parse_args()
     overrides = dict(vaezoo.config.parse_assignment(a) for a in args.set)
-    cfg = vaezoo.get_config("vq_vae", **overrides)
+    cfg = vaezoo.get_config(args.model, **overrides)
     keras.utils.set_random_seed(args.seed)
-    model = vaezoo.get("vq_vae", **overrides, seed=args.seed)
+    model = vaezoo.get(args.model, **overrides, seed=args.seed)
     train = data.load("mnist", "train", batch_size=cfg["batch_size"], data_dir=args.data_dir, binarize="dynamic",
-                      seed=args.seed)
+                      seed=args.seed, limit=args.limit)
     test_binary = data.load("mnist", "test", batch_size=500, data_dir=args.data_dir, binarize="dynamic", seed=1)
     grey, _ = data.mnist_arrays("test", args.data_dir)
     model.compile(keras.optimizers.Adam(cfg["learning_rate"]), jit_compile=True)
@@ -47,36 +60,42 @@ def main() -> None:
     model.fit(train, epochs=args.epochs, verbose=0, shuffle=False)
     seconds = time.perf_counter() - start
     result = model.evaluate(test_binary, return_dict=True, verbose=0)
-    codes = np.concatenate([model.encode(grey[i : i + 500]).numpy().ravel() for i in range(0, len(grey), 500)])
-    counts = np.bincount(codes, minlength=model.num_codes)
-    p = counts[counts > 0] / counts.sum()
+    levels = getattr(model, "code_levels", None) or ("codes",)
+    encoded = [model.encode(grey[i : i + 500]) for i in range(0, len(grey), 500)]
+    encoded = [e if isinstance(e, tuple) else (e,) for e in encoded]
     recon = np.concatenate([model.reconstruct(grey[i : i + 500]).numpy() for i in range(0, len(grey), 500)])
     summary = {
+        "model": args.model,
         "epochs": args.epochs,
         "s_per_epoch": round(seconds / args.epochs, 1),
         "test_reconstruction_nats": round(result["reconstruction"], 2),
         "test_mse_per_pixel": round(float(np.mean((recon - grey) ** 2)), 5),
-        "test_perplexity": round(float(np.exp(-(p * np.log(p)).sum())), 1),
-        "test_codes_used": f"{int((counts > 0).sum())}/{model.num_codes}",
-        "batch_perplexity_mean": round(result["perplexity"], 1),
     }
+    for k, level in enumerate(levels):
+        usage = _usage(np.concatenate([e[k].numpy().ravel() for e in encoded]), model.num_codes)
+        summary.update({f"test_{name}" + ("" if level == "codes" else f"_{level}"): v for name, v in usage.items()})
     if args.prior_epochs:
         keras.utils.set_random_seed(args.seed)
-        prior = vaezoo.get("pixelcnn_prior", code_shape=list(model.code_shape), num_codes=model.num_codes,
-                           seed=args.seed)
-        prior_cfg = vaezoo.get_config("pixelcnn_prior")
+        prior = vaezoo.get(model.prior_name, **model.prior_config(), seed=args.seed)
+        prior_cfg = vaezoo.get_config(model.prior_name)
         prior.compile(keras.optimizers.Adam(prior_cfg["learning_rate"]), jit_compile=True)
         start = time.perf_counter()
         prior.fit(data.codes_dataset(model, train), epochs=args.prior_epochs, verbose=0, shuffle=False)
         prior_seconds = time.perf_counter() - start
         nll = prior.evaluate(data.codes_dataset(model, test_binary), return_dict=True, verbose=0)
+        num_codes_per_image = sum(np.prod(e.shape[1:]) for e in encoded[0])
         summary.update(
+            prior=model.prior_name,
             prior_epochs=args.prior_epochs,
             prior_s_per_epoch=round(prior_seconds / args.prior_epochs, 1),
             prior_test_nll_nats=round(nll["nll"], 2),
             prior_test_bits_per_code=round(nll["bits_per_dim"], 3),
-            uniform_prior_nats=round(float(np.prod(model.code_shape) * np.log(model.num_codes)), 2),
+            **{f"prior_test_nll_{level}_nats": round(nll[f"nll_{level}"], 2) for level in levels if f"nll_{level}" in nll},
+            uniform_prior_nats=round(float(num_codes_per_image * np.log(model.num_codes)), 2),
         )
+        if args.samples:
+            drawn = model.sample(64, seed=args.seed, prior=prior)
+            summary["samples"] = images.save_grid(np.asarray(drawn), args.samples)
     print(json.dumps(summary))
 
 

@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import vaezoo  # noqa: E402
 from vaezoo import data  # noqa: E402
@@ -45,13 +46,28 @@ def tiny(name: str, **overrides):
     return vaezoo.get(name, **{**tiny_overrides(name), **overrides})
 
 
-def batch_for(model, n: int = 16, seed: int = 0) -> np.ndarray:
-    """A fixed batch of binary sprite images in the model's data shape (or code maps drawn from them)."""
+def batch_for(model, n: int = 16, seed: int = 0):
+    """A fixed batch of binary sprite images in the model's data shape (or code maps drawn from them).
+
+    A prior over several code levels (``code_levels``) gets a dict of code maps, one per level.
+    """
     if model.input_kind == "codes":
-        h, w = model.code_shape
-        sprites = data.render_sprites(data.sprite_factors(n, seed=seed), size=h)[..., 0]
-        return (sprites * (model.num_codes - 1)).astype("int32")  # two codes, arranged like sprites
+        def code_maps(shape):
+            sprites = data.render_sprites(data.sprite_factors(n, seed=seed), size=shape[0])[..., 0]
+            return (sprites * (model.num_codes - 1)).astype("int32")  # two codes, arranged like sprites
+
+        levels = getattr(model, "code_levels", None)
+        if levels:
+            return {level: code_maps(getattr(model, f"{level}_shape")) for level in levels}
+        return code_maps(model.code_shape)
     h, w, c = model.data_shape
     assert h == w, "sprites are square"
     images = data.render_sprites(data.sprite_factors(n, seed=seed), size=h)
     return np.repeat(images, c, axis=-1)
+
+
+def assert_nested_equal(a, b, **kwargs):
+    """assert_array_equal over matching nested structures (tensors, or dicts of them)."""
+    tf.nest.assert_same_structure(a, b)
+    for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
+        np.testing.assert_array_equal(x, y, **kwargs)

@@ -1,4 +1,4 @@
-"""The gated PixelCNN prior over codes: causality, no blind spot, training, sampling with a VQ-VAE."""
+"""Gated PixelCNN priors over codes: causality, no blind spot, conditioning, training, sampling with VQ-VAEs."""
 
 import keras
 import numpy as np
@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import vaezoo
 from vaezoo import cli, data
-from vaezoo.models.pixelcnn import GatedPixelCNNBlock, MaskedConv2D
+from vaezoo.models.pixelcnn import GatedPixelCNN, GatedPixelCNNBlock, MaskedConv2D
 
 from conftest import batch_for, tiny
 
@@ -71,7 +71,9 @@ def test_bad_codes_are_rejected():
 
 
 def test_layers_serialize():
-    for layer in (MaskedConv2D(4, (3, 3), "vertical"), GatedPixelCNNBlock(4, 3, first=True)):
+    for layer in (MaskedConv2D(4, (3, 3), "vertical"), GatedPixelCNNBlock(4, 3, first=True),
+                  GatedPixelCNNBlock(4, 3, conditional=True),
+                  GatedPixelCNN((4, 6), 5, 8, 2, condition_shape=(2, 3), condition_codes=7)):
         clone = keras.layers.deserialize(keras.layers.serialize(layer))
         assert clone.get_config() == layer.get_config()
 
@@ -82,7 +84,7 @@ def test_vqvae_samples_through_a_prior():
                        num_blocks=2)
     images = vq.sample(3, seed=1, prior=prior)
     assert images.shape == (3, 28, 28, 1)
-    with pytest.raises(ValueError, match="this VQ-VAE has"):
+    with pytest.raises(ValueError, match=r"this VQVAE has .*train a 'pixelcnn_prior'"):
         vq.sample(2, prior=_prior())
 
 
@@ -102,3 +104,114 @@ def test_cli_trains_a_prior_on_a_vqvae_and_samples(tmp_path, capsys):
     assert grid.is_file()
     codes_ds = data.codes_dataset(vq, data.load("sprites", "test", batch_size=16, limit=32))
     assert next(iter(codes_ds)).shape == (16, 8, 8)
+
+
+# ---- VQ-VAE-2's hierarchical prior: p(top) p(bottom | top) ------------------------------------
+
+def _prior2(**kw):
+    return vaezoo.get("hierarchical_pixelcnn_prior", **{"top_shape": [3, 3], "bottom_shape": [6, 6], "num_codes": 5,
+                                                        "channels": 8, "num_blocks": 2, "seed": 0, **kw})
+
+
+def _upsample(top):
+    return np.repeat(np.repeat(top, 2, axis=1), 2, axis=2)
+
+
+def test_hierarchical_prior_causality_and_conditioning():
+    prior = _prior2()
+    rng = np.random.default_rng(0)
+    codes = {"top": rng.integers(0, 5, (1, 3, 3)).astype("int32"), "bottom": rng.integers(0, 5, (1, 6, 6)).astype("int32")}
+    base = {k: v.numpy() for k, v in prior(codes).items()}
+    # Bottom position (i, j) depends on the bottom codes before it only ...
+    for i, j in [(0, 0), (2, 3), (5, 5)]:
+        later = codes["bottom"].copy().reshape(-1)
+        later[i * 6 + j :] = (later[i * 6 + j :] + 1 + rng.integers(0, 4, later.size - i * 6 - j)) % 5
+        out = prior({"top": codes["top"], "bottom": later.reshape(1, 6, 6)})
+        np.testing.assert_allclose(out["bottom"][0, i, j], base["bottom"][0, i, j], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out["top"], base["top"], rtol=1e-6)  # the top never sees the bottom
+    # ... and on the top codes, from the very first position on.
+    out = prior({"top": (codes["top"] + 1) % 5, "bottom": codes["bottom"]})
+    assert np.max(np.abs(out["bottom"][0, 0, 0] - base["bottom"][0, 0, 0])) > 1e-6
+    terms = prior.compute_terms(codes)
+    np.testing.assert_allclose(terms["nll"], terms["nll_top"] + terms["nll_bottom"], rtol=1e-6)
+    np.testing.assert_allclose(terms["bits_per_dim"], terms["nll"] / ((9 + 36) * np.log(2)), rtol=1e-6)
+
+
+def test_hierarchical_prior_learns_bottom_codes_from_the_top():
+    """Bottom maps are the upsampled top maps and the top maps are random: only a bottom prior that
+    uses the top codes can get the bottom right (an unconditional one could not beat chance)."""
+    prior = _prior2(channels=16)
+    rng = np.random.default_rng(1)
+    def batch(n):
+        top = rng.integers(0, 5, (n, 3, 3)).astype("int32")
+        return {"top": top, "bottom": _upsample(top)}
+    prior.compile(keras.optimizers.Adam(1e-2))
+    prior.fit(tf.data.Dataset.from_tensor_slices(batch(64 * 50)).batch(64), verbose=0)
+    terms = prior.compute_terms(batch(64))
+    assert float(np.mean(terms["nll_bottom"])) < 0.1 * 36 * np.log(5)  # chance: 36 log 5 nats
+    drawn = prior.sample(8, seed=3)
+    assert drawn["top"].shape == (8, 3, 3) and drawn["bottom"].shape == (8, 6, 6)
+    assert np.mean(drawn["bottom"].numpy() == _upsample(drawn["top"].numpy())) > 0.9
+    assert len(np.unique(drawn["top"].numpy())) > 1  # top codes drawn, not one mode
+    for a, b in zip(drawn.values(), prior.sample(8, seed=3).values()):
+        np.testing.assert_array_equal(a, b)  # seeded
+
+
+def test_hierarchical_prior_rejects_bad_codes():
+    prior = _prior2()
+    top, bottom = np.zeros((2, 3, 3), "int32"), np.zeros((2, 6, 6), "int32")
+    with pytest.raises(ValueError, match=r"dict of code maps with keys \['top', 'bottom'\].*got shape \(2, 6, 6\)"):
+        prior(bottom)
+    with pytest.raises(ValueError, match=r"got keys \['bottom', 'middle'\]"):
+        prior({"bottom": bottom, "middle": top})
+    with pytest.raises(ValueError, match=r"bottom code maps of shape \(batch, 6, 6\), got \(2, 3, 3\)"):
+        prior({"top": top, "bottom": top})
+    with pytest.raises(TypeError, match="integer top code maps"):
+        prior({"top": top.astype("float32"), "bottom": bottom})
+
+
+def test_vqvae2_samples_through_its_prior():
+    vq = tiny("vq_vae2")
+    prior = vaezoo.get("hierarchical_pixelcnn_prior", **vq.prior_config(), channels=8, num_blocks=2)
+    images = vq.sample(2, seed=1, prior=prior)
+    assert images.shape == (2, 28, 28, 1) and np.all(np.isfinite(images))
+    with pytest.raises(ValueError, match=r"this VQVAE2 has .*train a 'hierarchical_pixelcnn_prior'"):
+        vq.sample(2, prior=_prior2())
+    with pytest.raises(ValueError, match="this VQVAE2 has"):
+        vq.sample(2, prior=_prior(code_shape=[7, 7], num_codes=vq.num_codes))
+
+
+def test_cli_trains_the_hierarchical_prior_on_a_vqvae2_and_samples(tmp_path, capsys):
+    vq = tiny("vq_vae2", data_shape=[32, 32, 1])
+    vq.save(tmp_path / "vq2.keras")
+    out = tmp_path / "prior2"
+    common = ["--dataset", "sprites", "--binarize", "none", "--verbose", "0"]
+    assert cli.main(["train", "hierarchical_pixelcnn_prior", "--vqvae", str(tmp_path / "vq2.keras"), "--set",
+                     "channels=8", "--set", "num_blocks=2", "--epochs", "1", "--limit", "64", "--out", str(out),
+                     *common]) == 0
+    prior = keras.models.load_model(out / "model.keras")
+    assert (prior.top_shape, prior.bottom_shape, prior.num_codes) == ((8, 8), (16, 16), vq.num_codes)
+    assert (out / "samples.png").is_file()
+    grid = tmp_path / "grid.png"
+    assert cli.main(["sample", "vq_vae2", "--checkpoint", str(tmp_path / "vq2.keras"), "--prior",
+                     str(out / "model.keras"), "--out", str(grid), *common]) == 0
+    assert grid.is_file()
+    codes = next(iter(data.codes_dataset(vq, data.load("sprites", "test", batch_size=8, limit=8))))
+    assert codes["top"].shape == (8, 8, 8) and codes["bottom"].shape == (8, 16, 16)
+    # The one-level prior cannot model two levels of codes: the error names the one that can.
+    capsys.readouterr()
+    assert cli.main(["train", "pixelcnn_prior", "--vqvae", str(tmp_path / "vq2.keras"), "--epochs", "1",
+                     "--out", str(tmp_path / "wrong"), *common]) == 2
+    assert "vaezoo train hierarchical_pixelcnn_prior --vqvae" in capsys.readouterr().err
+
+
+def test_categorical_from_uniform_noise_has_the_categorical_law():
+    from vaezoo.models.pixelcnn import categorical_from_uniform
+
+    logits = tf.math.log(tf.constant([[0.1, 0.6, 0.3]]))
+    u = tf.random.stateless_uniform([20000], seed=[4, 2])
+    drawn = categorical_from_uniform(tf.repeat(logits, 20000, axis=0), u).numpy()
+    freq = np.bincount(drawn, minlength=3) / drawn.size
+    np.testing.assert_allclose(freq, [0.1, 0.6, 0.3], atol=0.012)  # > 3.5 standard errors of 0.0035
+    edges = categorical_from_uniform(tf.repeat(logits, 4, axis=0), tf.constant([0.0, 0.0999, 0.1001, 0.99999]))
+    np.testing.assert_array_equal(edges, [0, 0, 1, 2])

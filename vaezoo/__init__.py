@@ -2,7 +2,8 @@
 
 >>> import keras, vaezoo
 >>> vaezoo.list_models()
-['beta_vae', 'beta_vae_conv', 'iwae', 'iwae_conv', 'pixelcnn_prior', 'vae', 'vae_conv', 'vq_vae', 'vq_vae2']
+['beta_vae', 'beta_vae_conv', 'hierarchical_pixelcnn_prior', 'iwae', 'iwae_conv', 'pixelcnn_prior', 'vae',
+ 'vae_conv', 'vq_vae', 'vq_vae2']
 >>> model = vaezoo.get("beta_vae", beta=4.0)
 >>> model.compile(keras.optimizers.Adam(1e-3))
 """

@@ -7,6 +7,7 @@
     vaezoo sample NAME --checkpoint PATH --out grid.png
     vaezoo train pixelcnn_prior --vqvae runs/vq_vae/model.keras      # a prior over a VQ-VAE's codes
     vaezoo sample vq_vae --checkpoint runs/vq_vae/model.keras --prior runs/pixelcnn_prior/model.keras --out g.png
+    vaezoo train hierarchical_pixelcnn_prior --vqvae runs/vq_vae2/model.keras   # the same for VQ-VAE-2
 
 ``train`` shows Keras' progress bar, writes TensorBoard logs, a checkpoint after every epoch,
 and resumes an interrupted run in the same ``--out`` folder where it stopped.
@@ -103,15 +104,22 @@ def cmd_train(args) -> int:
     vqvae = None
     if args.vqvae:  # a prior over codes: train on the codes of a trained VQ-VAE
         vqvae = _load_checkpoint(args.vqvae)
-        if not hasattr(vqvae, "quantizer"):
+        if not hasattr(vqvae, "prior_config"):
             raise ValueError(f"--vqvae {args.vqvae} is a {type(vqvae).__name__}, not a VQ-VAE.")
-        overrides = {**overrides, "code_shape": list(vqvae.code_shape), "num_codes": vqvae.num_codes}
+        tie = vqvae.prior_config()  # the code shapes and codebook size the prior must model
+        if not set(tie) <= set(vaezoo.model_info(args.name).schema):
+            raise ValueError(
+                f"{args.name!r} cannot model the codes of a {type(vqvae).__name__} (--vqvae {args.vqvae}); "
+                f"its prior is {vqvae.prior_name!r}: vaezoo train {vqvae.prior_name} --vqvae {args.vqvae}"
+            )
+        overrides = {**overrides, **tie}
         cfg = vaezoo.get_config(args.name, **overrides)
         train_ds, val_ds = data.codes_dataset(vqvae, train_ds), data.codes_dataset(vqvae, val_ds)
-    shape = tuple(train_ds.element_spec.shape[1:])
-    if "data_shape" in cfg and tuple(cfg["data_shape"]) != shape and "data_shape" not in overrides:
-        print(f"data_shape {tuple(cfg['data_shape'])} -> {shape} to match dataset {cfg['dataset']!r}")
-        cfg = vaezoo.get_config(args.name, **overrides, data_shape=list(shape))
+    if "data_shape" in cfg and "data_shape" not in overrides:
+        shape = tuple(train_ds.element_spec.shape[1:])
+        if tuple(cfg["data_shape"]) != shape:
+            print(f"data_shape {tuple(cfg['data_shape'])} -> {shape} to match dataset {cfg['dataset']!r}")
+            cfg = vaezoo.get_config(args.name, **overrides, data_shape=list(shape))
     out = Path(args.out or os.path.join("runs", args.name))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(_config_yaml(cfg))
@@ -210,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jit", action="store_true", help="compile the train step with XLA")
     p.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS", help="anneal the KL weight over STEPS")
     p.add_argument("--vqvae", metavar="CHECKPOINT",
-                   help="for a prior over codes (pixelcnn_prior): the trained VQ-VAE whose codes it learns")
+                   help="for a prior over codes (pixelcnn_prior for vq_vae, hierarchical_pixelcnn_prior for "
+                        "vq_vae2): the trained VQ-VAE whose codes it learns")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test-set ELBO and its parts")
@@ -223,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="PNG grids of samples and reconstructions")
     common(p, checkpoint=True)
     p.add_argument("--out", required=True, help="PNG path; reconstructions go beside it")
-    p.add_argument("--prior", metavar="CHECKPOINT", help="VQ-VAE only: a trained pixelcnn_prior to draw the codes")
+    p.add_argument("--prior", metavar="CHECKPOINT", help="VQ-VAE only: its trained prior (`vaezoo train PRIOR --vqvae ...`) to draw the codes")
     p.set_defaults(func=cmd_sample)
     return parser
 

@@ -259,8 +259,16 @@ def load(
 
 
 def codes_dataset(vqvae, images: tf.data.Dataset) -> tf.data.Dataset:
-    """Map a dataset of image batches to batches of a VQ-VAE's code indices (``[B, h, w]`` int32).
+    """Map a dataset of image batches to batches of a VQ-VAE's code indices (int32).
 
-    The training data of a prior over codes (:class:`vaezoo.models.pixelcnn.PixelCNNPrior`).
+    The training data of a prior over codes: ``[B, h, w]`` maps for a ``vq_vae``
+    (:class:`vaezoo.models.pixelcnn.PixelCNNPrior`), dicts ``{"top": ..., "bottom": ...}`` for a
+    ``vq_vae2`` (:class:`vaezoo.models.pixelcnn.HierarchicalPixelCNNPrior`).
     """
-    return images.map(lambda x: vqvae.encode(x), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    levels = getattr(vqvae, "code_levels", None)
+
+    def encode(x):
+        codes = vqvae.encode(x)
+        return dict(zip(levels, codes)) if levels else codes
+
+    return images.map(encode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

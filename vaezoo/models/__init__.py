@@ -5,6 +5,6 @@ from vaezoo.models.vae import VAE, BetaVAE
 from vaezoo.models.iwae import IWAE
 from vaezoo.models.vqvae import VQVAE
 from vaezoo.models.vqvae2 import VQVAE2
-from vaezoo.models.pixelcnn import PixelCNNPrior
+from vaezoo.models.pixelcnn import HierarchicalPixelCNNPrior, PixelCNNPrior
 
-__all__ = ["BaseVAE", "VAE", "BetaVAE", "IWAE", "VQVAE", "VQVAE2", "PixelCNNPrior"]
+__all__ = ["BaseVAE", "VAE", "BetaVAE", "IWAE", "VQVAE", "VQVAE2", "PixelCNNPrior", "HierarchicalPixelCNNPrior"]

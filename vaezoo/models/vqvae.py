@@ -116,6 +116,24 @@ class VectorQuantizedVAE(BaseVAE):
     def objective(self, terms):
         return tf.reduce_mean(terms["reconstruction"] + terms["commitment"] + terms["codebook"])
 
+    #: The registered prior over this family's codes (see :meth:`prior_config`).
+    prior_name = ""
+
+    def prior_config(self) -> dict:
+        """Config keys that tie a prior (``vaezoo.get(self.prior_name, ...)``) to this model's codes."""
+        raise NotImplementedError
+
+    def check_prior(self, prior) -> None:
+        """Raise unless ``prior`` models this model's code maps (same shapes and number of codes)."""
+        mine = self.prior_config()
+        theirs = {k: getattr(prior, k, None) for k in mine}
+        theirs = {k: list(v) if isinstance(v, tuple) else v for k, v in theirs.items()}
+        if theirs != mine:
+            raise ValueError(
+                f"The prior {type(prior).__name__} models codes {theirs}; this {type(self).__name__} has {mine} "
+                f"(train a {self.prior_name!r} on its codes)."
+            )
+
     def reconstruct(self, x):
         """Decode the codes of x."""
         return self(x, training=False)
@@ -148,6 +166,7 @@ class VQVAE(VectorQuantizedVAE):
     """
 
     ALL_METRICS = ("reconstruction", "commitment", "codebook", "perplexity", "codes_used")
+    prior_name = "pixelcnn_prior"
 
     def __init__(self, downsample: int = 2, **kwargs):
         super().__init__(downsample=downsample, **kwargs)
@@ -204,6 +223,10 @@ class VQVAE(VectorQuantizedVAE):
         """Code indices, int32 ``[B, h, w]``."""
         return self.quantizer.indices(self.encoder(self.check_inputs(x)))
 
+    def prior_config(self) -> dict:
+        """The config of the prior over this model's codes (``vaezoo.get(self.prior_name, **...)``)."""
+        return {"code_shape": list(self.code_shape), "num_codes": self.num_codes}
+
     def decode_indices(self, indices):
         """Likelihood mean of the images whose code maps are ``indices`` (``[B, h, w]``)."""
         indices = tf.convert_to_tensor(indices, dtype=tf.int32)
@@ -217,11 +240,7 @@ class VQVAE(VectorQuantizedVAE):
         """
         seed = self.next_seed(seed)
         if prior is not None:
-            if tuple(prior.code_shape) != self.code_shape or prior.num_codes != self.num_codes:
-                raise ValueError(
-                    f"The prior models {prior.code_shape} maps of {prior.num_codes} codes; this VQ-VAE has "
-                    f"{self.code_shape} maps of {self.num_codes} codes."
-                )
+            self.check_prior(prior)
             codes = prior.sample(int(n), seed=seed)
         else:
             codes = tf.random.stateless_uniform([int(n), *self.code_shape], seed, 0, self.num_codes, dtype=tf.int32)

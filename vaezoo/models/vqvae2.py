@@ -39,6 +39,9 @@ class VQVAE2(VectorQuantizedVAE):
     ALL_METRICS = ("reconstruction", "commitment", "codebook", "perplexity_top", "perplexity_bottom",
                    "codes_used_top", "codes_used_bottom")
     extra_levels = 1
+    #: The registered prior over this model's codes, and the order of the maps ``encode`` returns.
+    prior_name = "hierarchical_pixelcnn_prior"
+    code_levels = ("top", "bottom")
 
     def __init__(self, downsample: int = 1, restart_after: int = 5, **kwargs):
         super().__init__(downsample=downsample, restart_after=restart_after, **kwargs)
@@ -129,18 +132,28 @@ class VQVAE2(VectorQuantizedVAE):
         q_b = self.bottom_quantizer.lookup(tf.convert_to_tensor(bottom, tf.int32))
         return self.likelihood_layer(self.decoder([q_b, q_t])).mean()
 
-    def sample(self, n: int, seed=None, mean: bool = True):
-        """``n`` images from uniformly drawn top and bottom codes.
+    def prior_config(self) -> dict:
+        """The config of the prior over this model's codes (``vaezoo.get(self.prior_name, **...)``)."""
+        return {"top_shape": list(self.top_shape), "bottom_shape": list(self.bottom_shape),
+                "num_codes": self.num_codes}
 
-        vaezoo has no hierarchical prior for VQ-VAE-2 yet (a top PixelCNN and a bottom one
-        conditioned on the top codes); until then samples do not resemble data.
+    def sample(self, n: int, seed=None, mean: bool = True, prior=None):
+        """``n`` images decoded from top and bottom codes drawn from ``prior``.
+
+        ``prior`` is a trained :class:`vaezoo.models.pixelcnn.HierarchicalPixelCNNPrior` over this
+        model's codes (top codes, then bottom codes given them); without one both code maps are
+        uniform (the model's own prior), which gives no realistic samples.
         """
         seed = self.next_seed(seed)
-        top = tf.random.stateless_uniform([int(n), *self.top_shape], seed, 0, self.num_codes, dtype=tf.int32)
-        bottom = tf.random.stateless_uniform([int(n), *self.bottom_shape], tf.reverse(seed, [0]), 0,
-                                             self.num_codes, dtype=tf.int32)
+        if prior is not None:
+            self.check_prior(prior)
+            codes = prior.sample(int(n), seed=seed)
+            top, bottom = codes["top"], codes["bottom"]
+        else:
+            top = tf.random.stateless_uniform([int(n), *self.top_shape], seed, 0, self.num_codes, dtype=tf.int32)
+            bottom = tf.random.stateless_uniform([int(n), *self.bottom_shape], tf.reverse(seed, [0]), 0,
+                                                 self.num_codes, dtype=tf.int32)
         px = self.likelihood_layer(self.decoder([self.bottom_quantizer.lookup(bottom), self.top_quantizer.lookup(top)]))
-        return px.mean() if mean else px.sample(seed=seed)
-
+        return px.mean() if mean else px.sample(seed=tf.reverse(seed, [0]))
 
 register_model(VQVAE2, name="vq_vae2")
