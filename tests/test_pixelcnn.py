@@ -206,7 +206,7 @@ def test_cli_trains_the_hierarchical_prior_on_a_vqvae2_and_samples(tmp_path, cap
 
 
 def test_categorical_from_uniform_noise_has_the_categorical_law():
-    from vaezoo.models.pixelcnn import categorical_from_uniform
+    from vaezoo.layers import categorical_from_uniform
 
     logits = tf.math.log(tf.constant([[0.1, 0.6, 0.3]]))
     u = tf.random.stateless_uniform([20000], seed=[4, 2])

@@ -19,6 +19,8 @@ from vaezoo.registry import (
     register_model,
 )
 from vaezoo import callbacks, data, layers, models, vq  # noqa: F401  (importing models registers the built-ins)
+from vaezoo import export
+from vaezoo.export import load_exported
 from vaezoo.models import IWAE, VAE, VQVAE, BaseVAE, BetaVAE
 
 __version__ = "0.1.0"
@@ -29,6 +31,7 @@ __all__ = [
     "callbacks",
     "data",
     "ConfigError",
+    "export",
     "IWAE",
     "VAE",
     "VQVAE",
@@ -37,6 +40,7 @@ __all__ = [
     "is_model",
     "layers",
     "list_models",
+    "load_exported",
     "load_plugins",
     "model_info",
     "register_model",

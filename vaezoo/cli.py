@@ -1,4 +1,4 @@
-"""The ``vaezoo`` command line: list, config, train, evaluate, sample.
+"""The ``vaezoo`` command line: list, config, train, evaluate, sample, export.
 
     vaezoo list ["*vae*"]
     vaezoo config NAME [--set key=value ...]
@@ -8,6 +8,8 @@
     vaezoo train pixelcnn_prior --vqvae runs/vq_vae/model.keras      # a prior over a VQ-VAE's codes
     vaezoo sample vq_vae --checkpoint runs/vq_vae/model.keras --prior runs/pixelcnn_prior/model.keras --out g.png
     vaezoo train hierarchical_pixelcnn_prior --vqvae runs/vq_vae2/model.keras   # the same for VQ-VAE-2
+    vaezoo export vae --checkpoint runs/vae/model.keras --format saved_model     # savedmodels/vae/<version>/
+    vaezoo export vae --checkpoint runs/vae/model.keras --format tflite --quantize float16
 
 ``train`` shows Keras' progress bar, writes TensorBoard logs, a checkpoint after every epoch,
 and resumes an interrupted run in the same ``--out`` folder where it stopped.
@@ -27,7 +29,7 @@ import yaml
 
 import vaezoo
 from vaezoo import config as zconfig
-from vaezoo import data, evaluate, images, training
+from vaezoo import data, evaluate, export, images, training
 
 VALIDATION_SPLIT = {"binarized_mnist": "valid"}
 
@@ -186,6 +188,33 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    model = _load_checkpoint(args.checkpoint)
+    builder = vaezoo.model_info(args.name).builder
+    if isinstance(builder, type) and not isinstance(model, builder):
+        raise ValueError(f"--checkpoint {args.checkpoint} is a {type(model).__name__}, not a {args.name!r} "
+                         f"({builder.__name__}); name the export after the model it holds.")
+    prior = _load_checkpoint(args.prior) if args.prior else None
+    signatures = args.signatures.split(",") if args.signatures else None
+    if args.format == "saved_model":
+        if args.quantize:
+            raise ValueError("--quantize applies to --format tflite; a SavedModel keeps float32 weights.")
+        path = export.saved_model(model, args.out, args.version, name=args.name, signatures=signatures, prior=prior)
+        names = list(export.load_exported(path).signatures)
+    else:
+        suffix = f".{args.quantize}" if args.quantize else ""
+        path = Path(args.out) / args.name / f"{args.name}{suffix}.tflite"
+        path = export.tflite(model, path, signatures or export.DEFAULT_SIGNATURES, quantize=args.quantize, prior=prior)
+        names = list(export.load_exported(path).signatures)
+    print(f"wrote {path} ({path.stat().st_size if path.is_file() else _folder_size(path)} bytes; "
+          f"signatures: {', '.join(names)})")
+    return 0
+
+
+def _folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaezoo", description="A model zoo of variational autoencoders.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -234,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG path; reconstructions go beside it")
     p.add_argument("--prior", metavar="CHECKPOINT", help="VQ-VAE only: its trained prior (`vaezoo train PRIOR --vqvae ...`) to draw the codes")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("export", help="write a SavedModel (TF Serving layout) or a TFLite model")
+    p.add_argument("name", help="registered model name: the served model's name")
+    p.add_argument("--checkpoint", required=True, help="a .keras file written by `vaezoo train`")
+    p.add_argument("--format", required=True, choices=("saved_model", "tflite"))
+    p.add_argument("--quantize", choices=[q for q in export.QUANTIZATIONS if q], help="TFLite only")
+    p.add_argument("--out", default="savedmodels", help="SavedModels go to OUT/NAME/VERSION, TFLite to OUT/NAME/")
+    p.add_argument("--version", type=int, help="SavedModel version (default: the next free one)")
+    p.add_argument("--signatures", help="comma-separated endpoints (default: all for SavedModel; "
+                                       "encode,decode,sample_from_noise for TFLite)")
+    p.add_argument("--prior", metavar="CHECKPOINT", help="VQ-VAE only: its trained prior, exported for sampling")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
@@ -241,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError) as exc:
+    except (KeyError, ValueError, FileNotFoundError, FileExistsError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"vaezoo {args.command}: error: {message}", file=sys.stderr)
         return 2

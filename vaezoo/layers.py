@@ -39,6 +39,17 @@ tfd = tfp.distributions
 _register = keras.saving.register_keras_serializable(package="vaezoo")
 
 
+def categorical_from_uniform(logits, u):
+    """Inverse-CDF draw from ``Categorical(logits)`` with uniform noise ``u`` in [0, 1).
+
+    k = min{k : F(k) > u}, F the cumulative probabilities: the same law as a categorical sample, but
+    a deterministic function of the noise (reproducible exports, builtin TFLite ops only).
+    """
+    cdf = tf.cumsum(tf.nn.softmax(logits, axis=-1), axis=-1)
+    k = tf.reduce_sum(tf.cast(cdf <= tf.expand_dims(u, -1), tf.int32), axis=-1)
+    return tf.minimum(k, tf.shape(logits)[-1] - 1)
+
+
 def analytic_kl(q: tfd.Distribution, p: tfd.Distribution) -> tf.Tensor | None:
     """KL(q || p) in closed form if TFP registers one for the pair, else None."""
     try:
@@ -113,7 +124,12 @@ class DiagonalGaussianPosterior(keras.layers.Layer):
 
 
 class _Prior(keras.layers.Layer):
-    """Base of the prior layers: ``layer()`` returns p(z); the call takes no input."""
+    """Base of the prior layers: ``layer()`` returns p(z); the call takes no input.
+
+    Priors also sample as a deterministic function of named noise, z = ``from_noise(**noise)``
+    with ``noise`` drawn by ``draw_noise(n)``: reproducible samples and exportable sampling
+    graphs (the exported ``sample_from_noise`` signature takes the noise as inputs).
+    """
 
     def __init__(self, latent_dim: int, **kwargs):
         super().__init__(**kwargs)
@@ -123,6 +139,21 @@ class _Prior(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs=None):
+        raise NotImplementedError
+
+    def noise_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-example shapes of the noise ``from_noise`` reads: standard normal ``noise`` [latent_dim]."""
+        return {"noise": (self.latent_dim,)}
+
+    def draw_noise(self, n, seed=None) -> dict[str, tf.Tensor]:
+        """Noise for ``n`` samples: stateless from ``seed`` (int32[2]), else from TF's global generator."""
+        shape = tf.stack([tf.convert_to_tensor(n, tf.int32), self.latent_dim])
+        if seed is None:
+            return {"noise": tf.random.normal(shape)}
+        return {"noise": tf.random.stateless_normal(shape, seed)}
+
+    def from_noise(self, noise) -> tf.Tensor:
+        """z ``[n, latent_dim]`` from standard normal ``noise`` (reparameterisation)."""
         raise NotImplementedError
 
     def get_config(self):
@@ -137,6 +168,9 @@ class StandardNormalPrior(_Prior):
         zeros = tf.zeros([self.latent_dim], dtype=self.compute_dtype)
         return tfd.Independent(tfd.Normal(loc=zeros, scale=tf.ones_like(zeros)), reinterpreted_batch_ndims=1)
 
+    def from_noise(self, noise):
+        return tf.convert_to_tensor(noise, self.compute_dtype)
+
 
 @_register
 class LearnedGaussianPrior(_Prior):
@@ -149,6 +183,9 @@ class LearnedGaussianPrior(_Prior):
 
     def call(self, inputs=None):
         return tfd.Independent(tfd.Normal(loc=self.loc, scale=tf.exp(self.raw_scale)), reinterpreted_batch_ndims=1)
+
+    def from_noise(self, noise):
+        return self.loc + tf.exp(self.raw_scale) * noise
 
 
 @_register
@@ -189,6 +226,24 @@ class MixtureOfGaussiansPrior(_Prior):
             tfd.Normal(loc=self.locs, scale=tf.nn.softplus(self.raw_scales) + 1e-5), reinterpreted_batch_ndims=1
         )
         return tfd.MixtureSameFamily(tfd.Categorical(logits=self.logits), components)
+
+    def noise_shapes(self):
+        """Standard normal ``noise`` [latent_dim] and a uniform ``component_noise`` [] that picks the
+        component by the inverse CDF of the mixture weights."""
+        return {"noise": (self.latent_dim,), "component_noise": ()}
+
+    def draw_noise(self, n, seed=None):
+        out = super().draw_noise(n, seed)
+        shape = tf.reshape(tf.convert_to_tensor(n, tf.int32), [1])
+        out["component_noise"] = (tf.random.uniform(shape) if seed is None
+                                  else tf.random.stateless_uniform(shape, tf.reverse(seed, [0])))
+        return out
+
+    def from_noise(self, noise, component_noise):
+        k = categorical_from_uniform(tf.broadcast_to(self.logits, [tf.shape(noise)[0], self.num_components]),
+                                     component_noise)
+        scales = tf.nn.softplus(self.raw_scales) + 1e-5
+        return tf.gather(self.locs, k) + tf.gather(scales, k) * noise
 
     def get_config(self):
         return {**super().get_config(), "num_components": self.num_components, "seed": self.seed}

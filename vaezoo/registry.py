@@ -28,6 +28,7 @@ import dataclasses
 import difflib
 import fnmatch
 import importlib.metadata
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -215,4 +216,13 @@ def get(name: str, **overrides: Any):
         vaezoo.config.ConfigError: unknown key or wrong type (valid keys listed).
     """
     cfg = get_config(name, **overrides)
-    return model_info(name).builder(**model_kwargs(name, cfg))
+    builder = model_info(name).builder
+    kwargs = model_kwargs(name, cfg)
+    if _accepts_name(builder):  # the Keras name is the registry name: exports are named after it
+        kwargs["name"] = name
+    return builder(**kwargs)
+
+
+def _accepts_name(builder: Callable[..., Any]) -> bool:
+    params = inspect.signature(builder).parameters.values()
+    return any(p.name == "name" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)

@@ -15,7 +15,7 @@ optimise the family's bound, with or without ``jit_compile=True``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import tensorflow as tf
@@ -133,6 +133,17 @@ class BaseVAE(keras.Model):
     @property
     def metrics(self):
         return [self.loss_tracker, *self.term_trackers.values()]
+
+    # ---- export ----------------------------------------------------------------------------
+
+    def endpoints(self, **kwargs) -> dict[str, tuple[Callable[..., dict], dict[str, tf.TensorSpec]]]:
+        """The serving signatures :mod:`vaezoo.export` writes, ``name -> (fn, inputs)``.
+
+        ``inputs`` maps each input name to a ``tf.TensorSpec`` (batch dimension ``None``); ``fn``
+        takes the inputs as keyword tensors and returns a dict of named tensors, never a
+        distribution. ``serving_default`` comes first.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no export endpoints.")
 
     # ---- config ----------------------------------------------------------------------------
 

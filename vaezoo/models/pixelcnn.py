@@ -46,6 +46,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from vaezoo.layers import categorical_from_uniform
 from vaezoo.models.base import BaseVAE
 from vaezoo.registry import register_model
 
@@ -242,17 +243,6 @@ def _check_code_map(owner: str, codes, shape: tuple[int, int], what: str = "code
     return tf.cast(codes, tf.int32)
 
 
-def categorical_from_uniform(logits, u):
-    """Inverse-CDF draw from ``Categorical(logits)`` with uniform noise ``u`` in [0, 1).
-
-    k = min{k : F(k) > u}, F the cumulative probabilities: the same law as a categorical sample, but
-    a deterministic function of the noise (reproducible exports, builtin TFLite ops only).
-    """
-    cdf = tf.cumsum(tf.nn.softmax(logits, axis=-1), axis=-1)
-    k = tf.reduce_sum(tf.cast(cdf <= tf.expand_dims(u, -1), tf.int32), axis=-1)
-    return tf.minimum(k, tf.shape(logits)[-1] - 1)
-
-
 def _sample_codes(network: GatedPixelCNN, noise, condition=None):
     """Code maps drawn position by position in raster order from uniform ``noise`` ``[n, h, w]``.
 
@@ -346,6 +336,18 @@ class PixelCNNPrior(BaseVAE):
         """Code maps drawn from uniform ``noise`` ``[n, h, w]`` (one number per code): a deterministic
         function of the noise, see :func:`categorical_from_uniform`."""
         return _sample_codes(self.network, noise)
+
+    def endpoints(self):
+        """``serving_default`` (per-example ``nll`` and ``bits_per_dim`` of code maps), ``sample``
+        (from n) and ``sample_from_noise`` (uniform noise per code) -> ``codes``."""
+        shape = [None, *self.code_shape]
+        return {
+            "serving_default": (lambda codes: self.compute_terms(codes), {"codes": tf.TensorSpec(shape, tf.int32)}),
+            "sample": (lambda n: {"codes": self.sample_from_noise(tf.random.uniform(tf.stack([n, *self.code_shape])))},
+                       {"n": tf.TensorSpec([], tf.int32)}),
+            "sample_from_noise": (lambda noise: {"codes": self.sample_from_noise(noise)},
+                                  {"noise": tf.TensorSpec(shape, tf.float32)}),
+        }
 
     def get_config(self):
         config = super().get_config()
@@ -451,6 +453,27 @@ class HierarchicalPixelCNNPrior(BaseVAE):
         """Top and bottom code maps drawn from uniform noise (``[n, *top_shape]``, ``[n, *bottom_shape]``)."""
         top = _sample_codes(self.top_network, top_noise)
         return {"top": top, "bottom": _sample_codes(self.bottom_network, bottom_noise, condition=top)}
+
+    def endpoints(self):
+        """``serving_default`` (per-example ``nll``, ``nll_top``, ``nll_bottom``, ``bits_per_dim``),
+        ``sample`` (from n) and ``sample_from_noise`` -> ``top_codes``, ``bottom_codes``."""
+        top, bottom = [None, *self.top_shape], [None, *self.bottom_shape]
+
+        def generated(top_noise, bottom_noise):
+            codes = self.sample_from_noise(top_noise, bottom_noise)
+            return {"top_codes": codes["top"], "bottom_codes": codes["bottom"]}
+
+        def draw(n):
+            return generated(tf.random.uniform(tf.stack([n, *self.top_shape])),
+                             tf.random.uniform(tf.stack([n, *self.bottom_shape])))
+
+        return {
+            "serving_default": (lambda top_codes, bottom_codes: self.compute_terms({"top": top_codes, "bottom": bottom_codes}),
+                                {"top_codes": tf.TensorSpec(top, tf.int32), "bottom_codes": tf.TensorSpec(bottom, tf.int32)}),
+            "sample": (draw, {"n": tf.TensorSpec([], tf.int32)}),
+            "sample_from_noise": (generated, {"top_noise": tf.TensorSpec(top, tf.float32),
+                                              "bottom_noise": tf.TensorSpec(bottom, tf.float32)}),
+        }
 
     def get_config(self):
         config = super().get_config()

@@ -248,13 +248,43 @@ class VAE(BaseVAE):
     def sample(self, n: int, seed=None, mean: bool = True):
         """``n`` samples: z ~ p(z), then E[x|z] (``mean=True``) or x ~ p(x|z)."""
         seed = self.next_seed(seed)
-        z = self.prior_distribution().sample(int(n), seed=seed)
+        z = self.prior_layer.from_noise(**self.prior_layer.draw_noise(int(n), seed))
         px = self.likelihood_distribution(z)
         return px.mean() if mean else px.sample(seed=tf.reverse(seed, [0]))
+
+    def sample_from_noise(self, **noise):
+        """E[x|z] for z = the prior's transform of ``noise`` (names: ``prior_layer.noise_shapes()``;
+        standard normal ``noise`` [n, latent_dim], plus uniform ``component_noise`` [n] for a mixture)."""
+        return self.decode(self.prior_layer.from_noise(**noise))
 
     def elbo(self, x, seed=None):
         """ELBO estimate per example (``num_samples`` samples), ``[B]`` (nats)."""
         return self.compute_terms(x, training=False, seed=seed)["elbo"]
+
+    def endpoints(self):
+        """``serving_default`` (reconstruction), ``encode``, ``decode``, ``sample`` (from n),
+        ``sample_from_noise`` and ``elbo`` (the bound's per-example terms, as the metrics, from images
+        and an int32[2] seed)."""
+        f32 = tf.float32
+        images = {"images": tf.TensorSpec([None, *self.data_shape], f32)}
+        noise = {k: tf.TensorSpec([None, *shape], f32) for k, shape in self.prior_layer.noise_shapes().items()}
+
+        def generated(noise):
+            z = self.prior_layer.from_noise(**noise)
+            return {"images": self.decode(z), "z": z}
+
+        def bound(images, seed):
+            terms = self.compute_terms(images, training=False, seed=seed)
+            return {k: terms[k] for k in self.metric_names}  # the bound and its parts, per example
+
+        return {
+            "serving_default": (lambda images: {"reconstruction": self.reconstruct(images)}, images),
+            "encode": (lambda images: dict(zip(("mean", "log_variance"), self.encode(images))), images),
+            "decode": (lambda z: {"images": self.decode(z)}, {"z": tf.TensorSpec([None, self.latent_dim], f32)}),
+            "sample": (lambda n: generated(self.prior_layer.draw_noise(n)), {"n": tf.TensorSpec([], tf.int32)}),
+            "sample_from_noise": (lambda **kw: generated(kw), noise),
+            "elbo": (bound, {**images, "seed": tf.TensorSpec([2], tf.int32)}),
+        }
 
     def get_config(self):
         return {

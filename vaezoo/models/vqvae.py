@@ -116,12 +116,32 @@ class VectorQuantizedVAE(BaseVAE):
     def objective(self, terms):
         return tf.reduce_mean(terms["reconstruction"] + terms["commitment"] + terms["codebook"])
 
+    # ---- codes: what each family defines ------------------------------------------------------
+
     #: The registered prior over this family's codes (see :meth:`prior_config`).
     prior_name = ""
 
     def prior_config(self) -> dict:
         """Config keys that tie a prior (``vaezoo.get(self.prior_name, ...)``) to this model's codes."""
         raise NotImplementedError
+
+    def code_shapes(self) -> dict[str, tuple[int, int]]:
+        """Per-example shape of each code map, by the name the exported signatures use."""
+        raise NotImplementedError
+
+    def encode_codes(self, x) -> dict[str, tf.Tensor]:
+        """:meth:`encode` as a dict keyed like :meth:`code_shapes`."""
+        raise NotImplementedError
+
+    def code_likelihood(self, **codes):
+        """p(x | code maps), the maps passed by the names of :meth:`code_shapes`."""
+        raise NotImplementedError
+
+    def prior_codes(self, prior, **noise) -> dict[str, tf.Tensor]:
+        """Code maps that ``prior`` draws from uniform noise (names: :meth:`noise_names`)."""
+        raise NotImplementedError
+
+    # ---- codes: shared ------------------------------------------------------------------------
 
     def check_prior(self, prior) -> None:
         """Raise unless ``prior`` models this model's code maps (same shapes and number of codes)."""
@@ -133,6 +153,59 @@ class VectorQuantizedVAE(BaseVAE):
                 f"The prior {type(prior).__name__} models codes {theirs}; this {type(self).__name__} has {mine} "
                 f"(train a {self.prior_name!r} on its codes)."
             )
+
+    def noise_names(self) -> dict[str, str]:
+        """Code map name -> the name of the uniform noise it is drawn from (``codes`` -> ``noise``)."""
+        return {name: name.replace("codes", "noise") for name in self.code_shapes()}
+
+    def codes_from_noise(self, prior=None, **noise) -> dict[str, tf.Tensor]:
+        """Code maps from uniform noise in [0, 1) (one number per code, named by :meth:`noise_names`).
+
+        With a trained ``prior`` the codes are its inverse-CDF draws, position by position; without
+        one they are uniform, floor(u K): the VQ-VAE's own prior.
+        """
+        if prior is not None:
+            self.check_prior(prior)
+            return self.prior_codes(prior, **noise)
+        k = self.num_codes
+        return {c: tf.minimum(tf.cast(tf.convert_to_tensor(noise[u], tf.float32) * k, tf.int32), k - 1)
+                for c, u in self.noise_names().items()}
+
+    def sample(self, n: int, seed=None, mean: bool = True, prior=None):
+        """``n`` images decoded from code maps drawn from ``prior`` (the family's trained prior over
+        codes, see :attr:`prior_name`); without one the codes are uniform, which gives no realistic
+        samples. ``mean=False`` draws x ~ p(x | codes) instead of its mean."""
+        seed = self.next_seed(seed)
+        noise = {u: tf.random.stateless_uniform([int(n), *self.code_shapes()[c]], seed + i)
+                 for i, (c, u) in enumerate(self.noise_names().items())}
+        px = self.code_likelihood(**self.codes_from_noise(prior, **noise))
+        return px.mean() if mean else px.sample(seed=tf.reverse(seed, [0]))
+
+    def endpoints(self, prior=None):
+        """``serving_default`` (reconstruction), ``encode`` (code maps), ``decode`` (from code maps),
+        ``sample`` (from n) and ``sample_from_noise`` (uniform noise per code); the two sampling
+        signatures draw codes from ``prior`` when one is given (it is exported with the model)."""
+        if prior is not None:
+            self.check_prior(prior)
+        shapes, names = self.code_shapes(), self.noise_names()
+        images = {"images": tf.TensorSpec([None, *self.data_shape], tf.float32)}
+
+        def generated(noise):
+            codes = self.codes_from_noise(prior, **noise)
+            return {"images": self.code_likelihood(**codes).mean(), **codes}
+
+        def draw(n):
+            return {names[c]: tf.random.uniform(tf.stack([n, *shape])) for c, shape in shapes.items()}
+
+        return {
+            "serving_default": (lambda images: {"reconstruction": self.reconstruct(images)}, images),
+            "encode": (lambda images: self.encode_codes(images), images),
+            "decode": (lambda **codes: {"images": self.code_likelihood(**codes).mean()},
+                       {c: tf.TensorSpec([None, *shape], tf.int32) for c, shape in shapes.items()}),
+            "sample": (lambda n: generated(draw(n)), {"n": tf.TensorSpec([], tf.int32)}),
+            "sample_from_noise": (lambda **noise: generated(noise),
+                                  {names[c]: tf.TensorSpec([None, *shape], tf.float32) for c, shape in shapes.items()}),
+        }
 
     def reconstruct(self, x):
         """Decode the codes of x."""
@@ -223,29 +296,25 @@ class VQVAE(VectorQuantizedVAE):
         """Code indices, int32 ``[B, h, w]``."""
         return self.quantizer.indices(self.encoder(self.check_inputs(x)))
 
-    def prior_config(self) -> dict:
-        """The config of the prior over this model's codes (``vaezoo.get(self.prior_name, **...)``)."""
-        return {"code_shape": list(self.code_shape), "num_codes": self.num_codes}
-
     def decode_indices(self, indices):
         """Likelihood mean of the images whose code maps are ``indices`` (``[B, h, w]``)."""
-        indices = tf.convert_to_tensor(indices, dtype=tf.int32)
-        return self.likelihood_layer(self.decoder(self.quantizer.lookup(indices))).mean()
+        return self.code_likelihood(codes=indices).mean()
 
-    def sample(self, n: int, seed=None, mean: bool = True, prior=None):
-        """``n`` images decoded from code maps drawn from ``prior``.
+    # ---- the hooks of VectorQuantizedVAE ------------------------------------------------------
 
-        ``prior`` is a trained :class:`vaezoo.models.pixelcnn.PixelCNNPrior` over this model's codes;
-        without one the codes are uniform (the VQ-VAE's own prior), which gives no realistic samples.
-        """
-        seed = self.next_seed(seed)
-        if prior is not None:
-            self.check_prior(prior)
-            codes = prior.sample(int(n), seed=seed)
-        else:
-            codes = tf.random.stateless_uniform([int(n), *self.code_shape], seed, 0, self.num_codes, dtype=tf.int32)
-        px = self.likelihood_layer(self.decoder(self.quantizer.lookup(codes)))
-        return px.mean() if mean else px.sample(seed=tf.reverse(seed, [0]))
+    def prior_config(self) -> dict:
+        return {"code_shape": list(self.code_shape), "num_codes": self.num_codes}
 
+    def code_shapes(self):
+        return {"codes": self.code_shape}
+
+    def encode_codes(self, x):
+        return {"codes": self.encode(x)}
+
+    def code_likelihood(self, codes):
+        return self.likelihood_layer(self.decoder(self.quantizer.lookup(tf.convert_to_tensor(codes, tf.int32))))
+
+    def prior_codes(self, prior, noise):
+        return {"codes": prior.sample_from_noise(noise)}
 
 register_model(VQVAE, name="vq_vae")

@@ -128,32 +128,27 @@ class VQVAE2(VectorQuantizedVAE):
 
     def decode_indices(self, top, bottom):
         """Likelihood mean of the images with these top and bottom code maps."""
-        q_t = self.top_quantizer.lookup(tf.convert_to_tensor(top, tf.int32))
-        q_b = self.bottom_quantizer.lookup(tf.convert_to_tensor(bottom, tf.int32))
-        return self.likelihood_layer(self.decoder([q_b, q_t])).mean()
+        return self.code_likelihood(top_codes=top, bottom_codes=bottom).mean()
+
+    # ---- the hooks of VectorQuantizedVAE ------------------------------------------------------
 
     def prior_config(self) -> dict:
-        """The config of the prior over this model's codes (``vaezoo.get(self.prior_name, **...)``)."""
         return {"top_shape": list(self.top_shape), "bottom_shape": list(self.bottom_shape),
                 "num_codes": self.num_codes}
 
-    def sample(self, n: int, seed=None, mean: bool = True, prior=None):
-        """``n`` images decoded from top and bottom codes drawn from ``prior``.
+    def code_shapes(self):
+        return {"top_codes": self.top_shape, "bottom_codes": self.bottom_shape}
 
-        ``prior`` is a trained :class:`vaezoo.models.pixelcnn.HierarchicalPixelCNNPrior` over this
-        model's codes (top codes, then bottom codes given them); without one both code maps are
-        uniform (the model's own prior), which gives no realistic samples.
-        """
-        seed = self.next_seed(seed)
-        if prior is not None:
-            self.check_prior(prior)
-            codes = prior.sample(int(n), seed=seed)
-            top, bottom = codes["top"], codes["bottom"]
-        else:
-            top = tf.random.stateless_uniform([int(n), *self.top_shape], seed, 0, self.num_codes, dtype=tf.int32)
-            bottom = tf.random.stateless_uniform([int(n), *self.bottom_shape], tf.reverse(seed, [0]), 0,
-                                                 self.num_codes, dtype=tf.int32)
-        px = self.likelihood_layer(self.decoder([self.bottom_quantizer.lookup(bottom), self.top_quantizer.lookup(top)]))
-        return px.mean() if mean else px.sample(seed=tf.reverse(seed, [0]))
+    def encode_codes(self, x):
+        return dict(zip(("top_codes", "bottom_codes"), self.encode(x)))
+
+    def code_likelihood(self, top_codes, bottom_codes):
+        q_t = self.top_quantizer.lookup(tf.convert_to_tensor(top_codes, tf.int32))
+        q_b = self.bottom_quantizer.lookup(tf.convert_to_tensor(bottom_codes, tf.int32))
+        return self.likelihood_layer(self.decoder([q_b, q_t]))
+
+    def prior_codes(self, prior, top_noise, bottom_noise):
+        codes = prior.sample_from_noise(top_noise, bottom_noise)
+        return {"top_codes": codes["top"], "bottom_codes": codes["bottom"]}
 
 register_model(VQVAE2, name="vq_vae2")
