@@ -146,3 +146,35 @@ def test_every_likelihood_and_prior_in_a_model(likelihood, prior, tmp_path):
     np.testing.assert_allclose(loaded.elbo(x, seed=1), model.elbo(x, seed=1), rtol=1e-6)
     assert type(loaded.prior_layer) is dl.PRIORS[prior]
     assert type(loaded.likelihood_layer) is dl.LIKELIHOODS[likelihood]
+
+
+def test_categorical_from_uniform_noise_has_the_categorical_law():
+    logits = tf.math.log(tf.constant([[0.1, 0.6, 0.3]]))
+    u = tf.random.stateless_uniform([20000], seed=[4, 2])
+    drawn = dl.categorical_from_uniform(tf.repeat(logits, 20000, axis=0), u).numpy()
+    freq = np.bincount(drawn, minlength=3) / drawn.size
+    np.testing.assert_allclose(freq, [0.1, 0.6, 0.3], atol=0.012)  # > 3.5 standard errors of 0.0035
+    edges = dl.categorical_from_uniform(tf.repeat(logits, 4, axis=0), tf.constant([0.0, 0.0999, 0.1001, 0.99999]))
+    np.testing.assert_array_equal(edges, [0, 0, 1, 2])
+
+
+@pytest.mark.parametrize("kind", ["normal", "learned_normal", "mixture"])
+def test_priors_sample_from_noise_with_their_own_law(kind):
+    """z = from_noise(draw_noise(n)) has the prior's mean and standard deviation (20,000 draws)."""
+    keras.utils.set_random_seed(0)
+    prior = dl.make_prior(kind, latent_dim=3, num_components=4, seed=1)
+    prior.build()
+    if kind == "learned_normal":
+        prior.loc.assign([1.0, -2.0, 0.5])
+        prior.raw_scale.assign(np.log([0.5, 2.0, 1.0]))
+    if kind == "mixture":
+        prior.logits.assign([0.0, 1.0, -1.0, 2.0])
+    noise = prior.draw_noise(20000, seed=tf.constant([5, 6]))
+    assert set(noise) == set(prior.noise_shapes())
+    z = prior.from_noise(**noise).numpy()
+    p = prior()
+    mean, std = p.mean().numpy(), np.sqrt(p.variance().numpy())
+    np.testing.assert_allclose(z.mean(0), mean, atol=5 * std.max() / np.sqrt(20000))
+    np.testing.assert_allclose(z.std(0), std, rtol=0.03)
+    again = prior.from_noise(**prior.draw_noise(20000, seed=tf.constant([5, 6]))).numpy()
+    np.testing.assert_array_equal(z, again)  # a deterministic function of seeded noise

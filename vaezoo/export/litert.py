@@ -25,10 +25,28 @@ DEFAULT_SIGNATURES = ("encode", "decode", "sample_from_noise")
 QUANTIZATIONS = (None, "float16", "dynamic_range")
 
 
+def _check_quantize(quantize) -> None:
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"Unknown quantize {quantize!r}; valid choices: {', '.join(map(str, QUANTIZATIONS))}.")
+
+
 def default_signatures(model, prior=None) -> list[str]:
     """The names of :data:`DEFAULT_SIGNATURES` that ``model`` exports."""
     available = select_endpoints(model, prior=prior)
     return [name for name in DEFAULT_SIGNATURES if name in available]
+
+
+def convert_saved_model(saved_model_dir: str | os.PathLike, signatures: Iterable[str],
+                        quantize: str | None = None) -> bytes:
+    """TFLite flatbuffer of ``signatures`` of a SavedModel, builtin ops only, optionally quantised."""
+    _check_quantize(quantize)
+    converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model_dir), signature_keys=list(signatures))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
 
 
 def tflite(model, path: str | os.PathLike, signatures: Iterable[str] = DEFAULT_SIGNATURES,
@@ -47,19 +65,12 @@ def tflite(model, path: str | os.PathLike, signatures: Iterable[str] = DEFAULT_S
     Returns:
         The path written.
     """
-    if quantize not in QUANTIZATIONS:
-        raise ValueError(f"Unknown quantize {quantize!r}; valid choices: {', '.join(map(str, QUANTIZATIONS))}.")
+    _check_quantize(quantize)
     signatures = default_signatures(model, prior) if signatures is DEFAULT_SIGNATURES else list(signatures)
     archive = build_archive(model, signatures, prior)
     with tempfile.TemporaryDirectory() as tmp:
         archive.write_out(tmp, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=signatures)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if quantize is not None:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantize == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        flatbuffer = converter.convert()
+        flatbuffer = convert_saved_model(tmp, signatures, quantize)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(flatbuffer)

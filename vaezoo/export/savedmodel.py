@@ -49,12 +49,11 @@ def _tf_function(fn, inputs: dict[str, tf.TensorSpec]):
 
 
 def build_archive(model, signatures: Iterable[str] | None = None, prior=None) -> keras.export.ExportArchive:
-    """A ``keras.export.ExportArchive`` tracking ``model`` (and ``prior``) with one endpoint per signature."""
+    """A ``keras.export.ExportArchive`` with one endpoint per signature of ``model`` (and ``prior``)."""
     endpoints = select_endpoints(model, signatures, prior)
     archive = keras.export.ExportArchive()
-    archive.track(model)
-    if prior is not None:
-        archive.track(prior)
+    # No archive.track(model): the archive saves the variables its endpoints use by itself, and
+    # tracking the model as well would store every weight twice (Keras 3.15).
     for name, (fn, inputs) in endpoints.items():
         archive.add_endpoint(name, _tf_function(fn, inputs))
     return archive

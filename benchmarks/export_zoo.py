@@ -1,0 +1,101 @@
+"""Sizes, accuracy and decode latency of the pretrained zoo's exports (SavedModel vs TFLite variants).
+
+For every model in ``savedmodels/MANIFEST.json``: the SavedModel's size; TFLite files converted
+from that SavedModel (float32, float16 and dynamic-range quantised; builtin ops only) with their
+sizes and the max abs difference of each of their signatures (encode, decode, sample_from_noise)
+from the SavedModel's outputs on the same inputs (real MNIST test images; codes and latents from
+``encode``; seeded noise); and the latency per example of ``decode`` in TensorFlow (the SavedModel
+signature) and in LiteRT (``ai_edge_litert`` interpreter), at batch 1 and batch 64 (median of
+repeats, after warm-up; both through ``vaezoo.load_exported``, numpy in and out).
+
+    python benchmarks/export_zoo.py --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import vaezoo  # noqa: E402
+from vaezoo import data  # noqa: E402
+from vaezoo.export.litert import DEFAULT_SIGNATURES, convert_saved_model  # noqa: E402
+
+ZOO = Path(__file__).resolve().parents[1] / "savedmodels"
+
+
+def _inputs(exported, images: np.ndarray, batch: int, rng) -> dict:
+    """Inputs of each TFLite signature for ``batch`` examples, from real images where it matters."""
+    x = images[:batch]
+    encoded = exported.encode(images=x)
+    out = {"encode": {"images": x}}
+    out["decode"] = ({"z": encoded["mean"]} if "mean" in encoded else encoded)
+    noise = {}
+    for key, (shape, _) in exported.signatures["sample_from_noise"].items():
+        shape = (batch, *shape[1:])
+        vq = "codes" in str(exported.signatures["decode"])
+        noise[key] = (rng.uniform(size=shape) if vq or key == "component_noise" else rng.normal(size=shape))
+        noise[key] = noise[key].astype("float32")
+    out["sample_from_noise"] = noise
+    return out
+
+
+def _latency(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--zoo", default=str(ZOO))
+    parser.add_argument("--data-dir", default=os.environ.get(data.DATA_DIR_ENV, "../shared/data"))
+    parser.add_argument("--repeats", type=int, default=50)
+    args = parser.parse_args()
+    zoo = Path(args.zoo)
+    manifest = json.loads((zoo / "MANIFEST.json").read_text())
+    grey, _ = data.mnist_arrays("test", args.data_dir)
+    rows = []
+    for name, entry in manifest["models"].items():
+        saved = vaezoo.load_exported(zoo / name / "1")
+        rng = np.random.default_rng(0)
+        inputs = _inputs(saved, grey, 64, rng)
+        reference = {sig: saved(sig, **ins) for sig, ins in inputs.items()}
+        row = {"model": name, "family": entry["family"], "saved_model_bytes": entry["saved_model_bytes"]}
+        with tempfile.TemporaryDirectory() as tmp:
+            for quantize in (None, "float16", "dynamic_range"):
+                tag = quantize or "float32"
+                path = Path(tmp) / f"{tag}.tflite"
+                path.write_bytes(convert_saved_model(saved.path, DEFAULT_SIGNATURES, quantize))
+                lite = vaezoo.load_exported(path)
+                row[f"tflite_{tag}_bytes"] = path.stat().st_size
+                row[f"tflite_{tag}_max_abs_error"] = {
+                    sig: float(max(np.max(np.abs(lite(sig, **ins)[k].astype("float64") - reference[sig][k]))
+                                   for k in reference[sig]))
+                    for sig, ins in inputs.items()
+                }
+                if quantize is None:
+                    for batch in (1, 64):
+                        z = {k: v[:batch] for k, v in inputs["decode"].items()}
+                        row[f"decode_ms_per_example_litert_b{batch}"] = round(
+                            1e3 * _latency(lambda: lite("decode", **z), args.repeats) / batch, 4)
+                        row[f"decode_ms_per_example_tf_b{batch}"] = round(
+                            1e3 * _latency(lambda: saved("decode", **z), args.repeats) / batch, 4)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
