@@ -10,6 +10,9 @@ Example:
 >>> model = vaezoo.get("vq_vae2")               # 28x28 images: top 7x7 codes, bottom 14x14 codes
 >>> top, bottom = model.encode(x)
 >>> images = model.decode_indices(top, bottom)
+>>> prior = vaezoo.get(model.prior_name, **model.prior_config())   # p(top) p(bottom | top)
+>>> prior.fit(vaezoo.data.codes_dataset(model, images_ds))
+>>> samples = model.sample(16, prior=prior)
 
 Reference: Razavi, van den Oord & Vinyals, "Generating Diverse High-Fidelity Images with VQ-VAE-2",
 NeurIPS 2019.
