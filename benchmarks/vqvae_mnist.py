@@ -11,6 +11,12 @@ bits per code) and, with `--samples PNG`, writes a grid of images decoded from c
 
     python benchmarks/vqvae_mnist.py --epochs 3 --prior-epochs 3 --data-dir ../shared/data
     python benchmarks/vqvae_mnist.py --model vq_vae2 --epochs 3 --prior-epochs 3 --samples vq_vae2.png
+
+With ``--checkpoint`` (and ``--prior-checkpoint``) it evaluates trained models instead of training,
+e.g. the pretrained zoo's (``savedmodels/build_zoo.py`` keeps its checkpoints in ``runs/zoo/``):
+
+    python benchmarks/vqvae_mnist.py --model vq_vae2 --checkpoint runs/zoo/vq_vae2/model.keras \
+        --prior-checkpoint runs/zoo/vq_vae2_prior/model.keras --samples vq_vae2.png
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ def main() -> None:
     parser.add_argument("--prior-epochs", type=int, default=3, help="0 skips the prior")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--checkpoint", help="evaluate this trained model (.keras) instead of training one")
+    parser.add_argument("--prior-checkpoint", help="with --checkpoint: evaluate this trained prior")
     parser.add_argument("--limit", type=int, help="train on the first N training images only (smoke runs)")
     parser.add_argument("--samples", metavar="PNG", help="write 64 images decoded from the prior's codes here")
     args = parser.parse_args()
@@ -55,10 +63,15 @@ def main() -> None:
                       seed=args.seed, limit=args.limit)
     test_binary = data.load("mnist", "test", batch_size=500, data_dir=args.data_dir, binarize="dynamic", seed=1)
     grey, _ = data.mnist_arrays("test", args.data_dir)
-    model.compile(keras.optimizers.Adam(cfg["learning_rate"]), jit_compile=True)
-    start = time.perf_counter()
-    model.fit(train, epochs=args.epochs, verbose=0, shuffle=False)
-    seconds = time.perf_counter() - start
+    if args.checkpoint:
+        model = keras.models.load_model(args.checkpoint)
+        model.compile()
+        args.epochs, seconds = None, None
+    else:
+        model.compile(keras.optimizers.Adam(cfg["learning_rate"]), jit_compile=True)
+        start = time.perf_counter()
+        model.fit(train, epochs=args.epochs, verbose=0, shuffle=False)
+        seconds = time.perf_counter() - start
     result = model.evaluate(test_binary, return_dict=True, verbose=0)
     levels = getattr(model, "code_levels", None) or ("codes",)
     encoded = [model.encode(grey[i : i + 500]) for i in range(0, len(grey), 500)]
@@ -66,15 +79,19 @@ def main() -> None:
     recon = np.concatenate([model.reconstruct(grey[i : i + 500]).numpy() for i in range(0, len(grey), 500)])
     summary = {
         "model": args.model,
-        "epochs": args.epochs,
-        "s_per_epoch": round(seconds / args.epochs, 1),
+        "epochs": args.epochs or args.checkpoint,
+        "s_per_epoch": round(seconds / args.epochs, 1) if seconds else None,
         "test_reconstruction_nats": round(result["reconstruction"], 2),
         "test_mse_per_pixel": round(float(np.mean((recon - grey) ** 2)), 5),
     }
     for k, level in enumerate(levels):
         usage = _usage(np.concatenate([e[k].numpy().ravel() for e in encoded]), model.num_codes)
         summary.update({f"test_{name}" + ("" if level == "codes" else f"_{level}"): v for name, v in usage.items()})
-    if args.prior_epochs:
+    if args.prior_checkpoint:
+        prior = keras.models.load_model(args.prior_checkpoint)
+        prior.compile()
+        args.prior_epochs, prior_seconds = args.prior_checkpoint, None
+    elif args.prior_epochs:
         keras.utils.set_random_seed(args.seed)
         prior = vaezoo.get(model.prior_name, **model.prior_config(), seed=args.seed)
         prior_cfg = vaezoo.get_config(model.prior_name)
@@ -82,12 +99,13 @@ def main() -> None:
         start = time.perf_counter()
         prior.fit(data.codes_dataset(model, train), epochs=args.prior_epochs, verbose=0, shuffle=False)
         prior_seconds = time.perf_counter() - start
+    if args.prior_epochs:
         nll = prior.evaluate(data.codes_dataset(model, test_binary), return_dict=True, verbose=0)
         num_codes_per_image = sum(np.prod(e.shape[1:]) for e in encoded[0])
         summary.update(
             prior=model.prior_name,
             prior_epochs=args.prior_epochs,
-            prior_s_per_epoch=round(prior_seconds / args.prior_epochs, 1),
+            prior_s_per_epoch=round(prior_seconds / args.prior_epochs, 1) if prior_seconds else None,
             prior_test_nll_nats=round(nll["nll"], 2),
             prior_test_bits_per_code=round(nll["bits_per_dim"], 3),
             **{f"prior_test_nll_{level}_nats": round(nll[f"nll_{level}"], 2) for level in levels if f"nll_{level}" in nll},
