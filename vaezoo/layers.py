@@ -222,10 +222,11 @@ class MixtureOfGaussiansPrior(_Prior):
         self.built = True
 
     def call(self, inputs=None):
-        components = tfd.Independent(
-            tfd.Normal(loc=self.locs, scale=tf.nn.softplus(self.raw_scales) + 1e-5), reinterpreted_batch_ndims=1
-        )
+        components = tfd.Independent(tfd.Normal(loc=self.locs, scale=self._scales()), reinterpreted_batch_ndims=1)
         return tfd.MixtureSameFamily(tfd.Categorical(logits=self.logits), components)
+
+    def _scales(self):
+        return tf.nn.softplus(self.raw_scales) + 1e-5
 
     def noise_shapes(self):
         """Standard normal ``noise`` [latent_dim] and a uniform ``component_noise`` [] that picks the
@@ -242,8 +243,7 @@ class MixtureOfGaussiansPrior(_Prior):
     def from_noise(self, noise, component_noise):
         k = categorical_from_uniform(tf.broadcast_to(self.logits, [tf.shape(noise)[0], self.num_components]),
                                      component_noise)
-        scales = tf.nn.softplus(self.raw_scales) + 1e-5
-        return tf.gather(self.locs, k) + tf.gather(scales, k) * noise
+        return tf.gather(self.locs, k) + tf.gather(self._scales(), k) * noise
 
     def get_config(self):
         return {**super().get_config(), "num_components": self.num_components, "seed": self.seed}

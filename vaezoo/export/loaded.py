@@ -46,9 +46,12 @@ class ExportedModel:
 
             self.format = "tflite"
             self._interpreter = Interpreter(model_path=os.fspath(self.path))
+            # One runner per signature, made once: calls reuse it.
+            self._runners = {name: self._interpreter.get_signature_runner(name)
+                             for name in self._interpreter.get_signature_list()}
             self.signatures = {}
-            for name in self._interpreter.get_signature_list():
-                details = self._interpreter.get_signature_runner(name).get_input_details()
+            for name, runner in self._runners.items():
+                details = runner.get_input_details()
                 self.signatures[name] = {
                     k: (tuple(None if d < 0 else int(d) for d in v["shape_signature"]), np.dtype(v["dtype"]).name)
                     for k, v in details.items()
@@ -95,7 +98,7 @@ class ExportedModel:
         """Run ``signature`` on keyword ``inputs``; a dict of numpy arrays."""
         inputs = self.check_inputs(signature, inputs)
         if self.format == "tflite":
-            return dict(self._interpreter.get_signature_runner(signature)(**inputs))
+            return dict(self._runners[signature](**inputs))
         outputs = self._loaded.signatures[signature](**inputs)
         return {k: v.numpy() for k, v in outputs.items()}
 
