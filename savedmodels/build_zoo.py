@@ -81,7 +81,7 @@ def build(name: str, data_dir: str, runs: Path, out: Path, limit: int | None = N
     run = runs / name
     shutil.rmtree(run, ignore_errors=True)
     start = time.perf_counter()
-    _run(["train", name, *_sets(overrides), "--epochs", str(epochs), "--jit", "--out", str(run), *common])
+    _run(["train", name, *_sets(overrides), "--epochs", str(epochs), "--out", str(run), *common])
     entry = {"family": vaezoo.model_info(name).builder.__name__, "config_overrides": overrides,
              "dataset": "mnist (dynamically binarized; test: one seeded binarization)", "epochs": epochs,
              "seed": SEED, "train_seconds": round(time.perf_counter() - start)}
@@ -93,7 +93,7 @@ def build(name: str, data_dir: str, runs: Path, out: Path, limit: int | None = N
         shutil.rmtree(prior_run, ignore_errors=True)
         start = time.perf_counter()
         _run(["train", vq.prior_name, "--vqvae", str(run / "model.keras"), *_sets(prior_overrides),
-              "--epochs", str(prior_epochs), "--jit", "--out", str(prior_run), *common])
+              "--epochs", str(prior_epochs), "--out", str(prior_run), *common])
         entry["prior"] = {"name": vq.prior_name, "config_overrides": prior_overrides, "epochs": prior_epochs,
                           "train_seconds": round(time.perf_counter() - start),
                           "test": _evaluate(prior_run / "model.keras", data_dir, vq=vq)}

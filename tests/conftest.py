@@ -33,6 +33,19 @@ def _seed():
     keras.utils.set_random_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _no_auto_xla(monkeypatch):
+    """Tiny models trained for a few steps would spend most of the suite compiling XLA: in tests,
+    jit_compile="auto" means no XLA (tests of the default take the ``auto_xla`` fixture)."""
+    monkeypatch.setattr(vaezoo.distribute, "AUTO_JIT_COMPILE", False)
+
+
+@pytest.fixture
+def auto_xla(monkeypatch):
+    """The library default: jit_compile="auto" is XLA on one device."""
+    monkeypatch.setattr(vaezoo.distribute, "AUTO_JIT_COMPILE", True)
+
+
 def tiny_overrides(name: str) -> dict:
     """Shrink whatever size keys the model's config has, so every model trains in a moment."""
     schema = vaezoo.model_info(name).schema

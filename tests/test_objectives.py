@@ -135,10 +135,29 @@ def test_kl_warmup_callback_anneals_and_works_for_every_model():
         seen.clear()
         model = tiny(name)
         x = batch_for(model, n=8)
-        model.compile(keras.optimizers.Adam(1e-3))
+        model.compile(keras.optimizers.Adam(1e-3), steps_per_execution=1)
         model.fit(tf.data.Dataset.from_tensors(x).repeat(6), epochs=1, verbose=0,
                   callbacks=[vaezoo.callbacks.KLWarmup(warmup_steps=4), Record()])
         assert seen == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.0]), name
+
+
+def test_kl_warmup_is_applied_inside_each_step_with_steps_per_execution():
+    # Three steps run in one call into TensorFlow: the callback sees one batch end, after the
+    # weight of step 2 (0-based) was applied in the graph, not the weight it set before the call.
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(float(self.model.kl_weight.numpy()))
+
+    model = tiny("vae")
+    model.compile(keras.optimizers.Adam(1e-3))  # steps_per_execution=32 by default
+    x = batch_for(model, n=8)
+    model.fit(tf.data.Dataset.from_tensors(x).repeat(3), epochs=1, verbose=0,
+              callbacks=[vaezoo.callbacks.KLWarmup(warmup_steps=4), Record()])
+    assert seen == pytest.approx([0.5])
+    assert float(model.kl_weight.numpy()) == pytest.approx(0.75)  # after training: the weight reached
+    assert float(model.kl_warmup_steps.numpy()) == 0.0  # a later fit without the callback does not anneal
 
 
 def test_kl_weight_zero_removes_the_kl_from_the_objective():

@@ -132,9 +132,9 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np, vaezoo
-from vaezoo import data, vq
+from vaezoo import data, distribute
 if sys.argv[1] == "unsynchronised":
-    vq._sum_over_replicas = lambda *t: t   # what a naive EMA update would do
+    distribute.sum_over_replicas = lambda *t: t   # what a naive EMA update would do
 keras.utils.set_random_seed(0)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():

@@ -18,7 +18,7 @@ from vaezoo.registry import (
     model_info,
     register_model,
 )
-from vaezoo import callbacks, data, layers, models, vq  # noqa: F401  (importing models registers the built-ins)
+from vaezoo import callbacks, data, distribute, layers, models, training, vq  # noqa: F401  (importing models registers the built-ins)
 from vaezoo import export
 from vaezoo.export import load_exported
 from vaezoo.models import IWAE, VAE, VQVAE, BaseVAE, BetaVAE

@@ -34,13 +34,15 @@ class KLWarmup(keras.callbacks.Callback):
         return min(1.0, self.start + (1.0 - self.start) * step / self.warmup_steps)
 
     def on_train_begin(self, logs=None):
-        if not hasattr(self.model, "kl_weight"):
+        if not hasattr(self.model, "kl_warmup_steps"):
             raise TypeError(f"KLWarmup needs a model with a kl_weight variable (a vaezoo.BaseVAE), got {type(self.model).__name__}.")
-
-    def on_train_batch_begin(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
-        self.model.kl_weight.assign(self.weight_at(step))
+        # The model applies the schedule inside each train step (exact with steps_per_execution > 1).
+        self.model.kl_warmup_steps.assign(float(self.warmup_steps))
+        self.model.kl_warmup_start.assign(self.start)
+        self.model.kl_weight.assign(self.weight_at(int(self.model.optimizer.iterations.numpy())))
 
     def on_train_end(self, logs=None):
-        # Evaluation after training uses the weight reached, not a stale one.
+        # Evaluation after training uses the weight reached, not a stale one; later fits without
+        # this callback keep that weight.
         self.model.kl_weight.assign(self.weight_at(int(self.model.optimizer.iterations.numpy())))
+        self.model.kl_warmup_steps.assign(0.0)

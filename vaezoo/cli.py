@@ -2,7 +2,9 @@
 
     vaezoo list ["*vae*"]
     vaezoo config NAME [--set key=value ...]
-    vaezoo train NAME [--set key=value ...] [--dataset D] [--epochs N] [--out DIR]
+    vaezoo train NAME [--set key=value ...] [--dataset D] [--epochs N] [--out DIR] [--strategy S]
+    vaezoo train vae --set mixed_precision=mixed_bfloat16 --set jit_compile=false --set steps_per_execution=1
+    TF_CONFIG='{"cluster": ...}' vaezoo train vae --strategy multi_worker   # on each worker (see README)
     vaezoo evaluate NAME --checkpoint PATH [--dataset D]
     vaezoo sample NAME --checkpoint PATH --out grid.png
     vaezoo train pixelcnn_prior --vqvae runs/vq_vae/model.keras      # a prior over a VQ-VAE's codes
@@ -29,7 +31,7 @@ import yaml
 
 import vaezoo
 from vaezoo import config as zconfig
-from vaezoo import data, evaluate, export, images, training
+from vaezoo import data, distribute, evaluate, export, images, training
 
 VALIDATION_SPLIT = {"binarized_mnist": "valid"}
 
@@ -99,6 +101,11 @@ def cmd_config(args) -> int:
 def cmd_train(args) -> int:
     overrides = _overrides(args)
     cfg = vaezoo.get_config(args.name, **overrides)
+    # First, before other TensorFlow ops: MultiWorkerMirroredStrategy must start its cluster then.
+    strategy = distribute.strategy(args.strategy)
+    if distribute.is_mirrored(strategy):
+        print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas in sync; "
+              f"the global batch of {cfg['batch_size']} is split over them")
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
     train_ds = _dataset(cfg, "train", args, limit=args.limit)
@@ -125,8 +132,8 @@ def cmd_train(args) -> int:
     out = Path(args.out or os.path.join("runs", args.name))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(_config_yaml(cfg))
-    model = vaezoo.get(args.name, **cfg)
-    model.compile(training.make_optimizer(cfg), jit_compile=args.jit)
+    with strategy.scope():
+        model = training.compile_model(vaezoo.get(args.name, **cfg), cfg)
     callbacks = training.standard_callbacks(out)
     if args.kl_warmup:
         callbacks.append(vaezoo.callbacks.KLWarmup(args.kl_warmup))
@@ -244,7 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--epochs", type=int)
     p.add_argument("--out", help="run folder (default runs/NAME); rerun to resume an interrupted run")
-    p.add_argument("--jit", action="store_true", help="compile the train step with XLA")
+    p.add_argument("--strategy", default="default", choices=distribute.STRATEGIES,
+                   help="tf.distribute strategy: one device, all local devices (mirrored), or the workers of "
+                        "TF_CONFIG (multi_worker). XLA and steps per execution: --set jit_compile=auto|true|false, "
+                        "--set steps_per_execution=N")
     p.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS", help="anneal the KL weight over STEPS")
     p.add_argument("--vqvae", metavar="CHECKPOINT",
                    help="for a prior over codes (pixelcnn_prior for vq_vae, hierarchical_pixelcnn_prior for "

@@ -54,6 +54,12 @@ TRAINING_KEYS: dict[str, tuple[Any, Any]] = {
     "dataset": (str, "mnist"),
     # MNIST only: "dynamic" (fresh Bernoulli draw each epoch), "none" (grey levels in [0, 1]).
     "binarize": (str, "dynamic"),
+    # Keras dtype policy the model is built under: float32, mixed_float16 or mixed_bfloat16.
+    "mixed_precision": (str, "float32"),
+    # XLA: "auto" (on, except under a mirrored tf.distribute strategy), true or false.
+    "jit_compile": (bool | str, "auto"),
+    # Training steps per call into TensorFlow: "auto" (32, or 1 under a mirrored strategy), or N.
+    "steps_per_execution": (int | str, "auto"),
 }
 
 

@@ -95,9 +95,10 @@ class DiagonalGaussianPosterior(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim: int, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # distributions in float32, also under mixed precision
         super().__init__(**kwargs)
         self.latent_dim = int(latent_dim)
-        self.projection = keras.layers.Dense(2 * self.latent_dim, name="projection")
+        self.projection = keras.layers.Dense(2 * self.latent_dim, name="projection", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.projection.build(input_shape)
@@ -132,6 +133,7 @@ class _Prior(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim: int, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # distributions in float32, also under mixed precision
         super().__init__(**kwargs)
         self.latent_dim = int(latent_dim)
 
@@ -269,6 +271,7 @@ class _Likelihood(keras.layers.Layer):
     """
 
     def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # float32 log-probabilities, also under mixed precision
         super().__init__(**kwargs)
         self.event_rank = None
 

@@ -209,7 +209,8 @@ def get(name: str, **overrides: Any):
     """Build the registered model ``name`` from its config, with ``overrides`` applied.
 
     Training keys (optimizer, learning_rate, ...) are accepted and validated but do not
-    change the model; see :func:`get_config` and :func:`vaezoo.training.make_optimizer`.
+    change the model; see :func:`get_config` and :func:`vaezoo.training.compile_model`. The
+    exception is ``mixed_precision``: the model is built under that Keras dtype policy.
 
     Raises:
         KeyError: unknown model name (close names suggested).
@@ -220,7 +221,10 @@ def get(name: str, **overrides: Any):
     kwargs = model_kwargs(name, cfg)
     if _accepts_name(builder):  # the Keras name is the registry name: exports are named after it
         kwargs["name"] = name
-    return builder(**kwargs)
+    from vaezoo import training  # late: training imports keras, the registry stays light
+
+    with training.precision(cfg.get("mixed_precision", "float32")):
+        return builder(**kwargs)
 
 
 def _accepts_name(builder: Callable[..., Any]) -> bool:

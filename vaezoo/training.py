@@ -1,7 +1,8 @@
-"""Training recipe from a config: the optimizer and the standard callbacks."""
+"""Training recipe from a config: precision policy, optimizer, compile settings, standard callbacks."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Mapping
 
@@ -21,6 +22,41 @@ def make_optimizer(config: Mapping[str, Any]) -> keras.optimizers.Optimizer:
     if name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {name!r}; valid choices: {', '.join(sorted(OPTIMIZERS))}.")
     return OPTIMIZERS[name](learning_rate=config.get("learning_rate", 1e-3))
+
+
+#: Keras dtype policies a model can be built under (config key ``mixed_precision``).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@contextlib.contextmanager
+def precision(policy: str = "float32"):
+    """Build models under the Keras dtype policy ``policy`` (one of :data:`PRECISIONS`), then restore.
+
+    Under ``mixed_float16``/``mixed_bfloat16`` the networks compute in 16 bits with float32
+    variables; vaezoo's distribution layers stay float32, so log-probabilities, KL terms and
+    losses are float32. ``vaezoo.get(name, mixed_precision=...)`` uses this.
+
+    >>> with vaezoo.training.precision("mixed_bfloat16"):
+    ...     model = vaezoo.get("vae")
+    """
+    if policy not in PRECISIONS:
+        raise ValueError(f"Unknown mixed_precision {policy!r}; valid choices: {', '.join(PRECISIONS)}.")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def compile_model(model: keras.Model, config: Mapping[str, Any]) -> keras.Model:
+    """``model.compile`` with the config's optimizer, ``jit_compile`` and ``steps_per_execution``.
+
+    ``mixed_float16`` models get Keras' ``LossScaleOptimizer`` from ``compile`` itself.
+    """
+    model.compile(make_optimizer(config), jit_compile=config.get("jit_compile", "auto"),
+                  steps_per_execution=config.get("steps_per_execution", "auto"))
+    return model
 
 
 def standard_callbacks(out_dir: str | os.PathLike) -> list[keras.callbacks.Callback]:

@@ -8,7 +8,8 @@ assigned to each code (with Laplace-smoothed cluster sizes). The encoder is held
 the commitment loss beta ||z_e - sg[e]||^2.
 
 Under ``tf.distribute`` the EMA statistics (counts and sums of assigned outputs) are summed over
-replicas before the update, so every replica keeps the same codebook. Codes left unused for
+replicas before the update, and restarts draw from the gathered global batch, so every replica
+keeps the same codebook as one device training on the global batch. Codes left unused for
 ``restart_after`` training steps are re-initialised from encoder outputs of the current batch.
 
 Example:
@@ -28,15 +29,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from vaezoo import distribute
+
 _register = keras.saving.register_keras_serializable(package="vaezoo")
-
-
-def _sum_over_replicas(*tensors):
-    """All-reduce (sum) across replicas under a tf.distribute strategy; identity otherwise."""
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return tensors
-    return tuple(ctx.all_reduce("sum", list(tensors)))
 
 
 @_register
@@ -71,6 +66,7 @@ class VectorQuantizer(keras.layers.Layer):
         seed: int | None = None,
         **kwargs,
     ):
+        kwargs.setdefault("dtype", "float32")  # distances and EMA statistics in float32 under mixed precision
         super().__init__(**kwargs)
         self.num_codes = int(num_codes)
         self.code_dim = int(code_dim)
@@ -141,7 +137,7 @@ class VectorQuantizer(keras.layers.Layer):
         """EMA codebook update and dead-code restarts (training only), synchronised over replicas."""
         counts = tf.reduce_sum(one_hot, axis=0)  # [K]
         sums = tf.matmul(one_hot, tf.stop_gradient(flat), transpose_a=True)  # [K, D]
-        counts, sums = _sum_over_replicas(counts, sums)
+        counts, sums = distribute.sum_over_replicas(counts, sums)
         if self.ema:
             cluster = self.decay * self.ema_cluster_size + (1.0 - self.decay) * counts
             ema_sum = self.decay * self.ema_sum + (1.0 - self.decay) * sums
@@ -153,12 +149,12 @@ class VectorQuantizer(keras.layers.Layer):
         unused = tf.where(counts > 0, tf.zeros_like(self.steps_unused), self.steps_unused + 1.0)
         if self.restart_after > 0:
             dead = unused >= float(self.restart_after)
-            # Replacement vectors: random encoder outputs, averaged over replicas so all agree.
-            picks = keras.random.randint((self.num_codes,), 0, tf.shape(flat)[0], seed=self._restart_seed)
-            fresh = tf.gather(tf.stop_gradient(flat), picks)
-            ctx = tf.distribute.get_replica_context()
-            if ctx is not None and ctx.num_replicas_in_sync > 1:
-                fresh = ctx.all_reduce("mean", fresh)
+            # Replacement vectors: random encoder outputs of the global batch (every replica
+            # gathers it and draws the same picks, as one device would).
+            with tf.control_dependencies([counts, sums]):  # collectives in one order on every replica
+                everyone = tf.stop_gradient(distribute.gather_batch(flat))
+            picks = keras.random.randint((self.num_codes,), 0, tf.shape(everyone)[0], seed=self._restart_seed)
+            fresh = tf.gather(everyone, picks)
             self.codebook.assign(tf.where(dead[:, None], fresh, self.codebook))
             if self.ema:
                 self.ema_cluster_size.assign(tf.where(dead, tf.ones_like(cluster), self.ema_cluster_size))

@@ -229,7 +229,8 @@ class GatedPixelCNN(keras.layers.Layer):
 
 
 def _code_nll(logits, codes):
-    """-log p(codes), summed over the map: ``[B]`` nats."""
+    """-log p(codes), summed over the map: ``[B]`` nats (float32, also under mixed precision)."""
+    logits = tf.cast(logits, tf.float32)
     return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=codes, logits=logits), axis=[1, 2])
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from vaezoo import distribute
 from vaezoo import layers as dl
 from vaezoo import networks
 from vaezoo.models.base import BaseVAE
@@ -147,7 +148,7 @@ class VAE(BaseVAE):
 
     def likelihood_distribution(self, z, training=False):
         """p(x|z) for z of shape ``[..., latent_dim]``; event shape is ``data_shape``."""
-        z = tf.convert_to_tensor(z, dtype=self.compute_dtype)
+        z = tf.cast(z, tf.float32)
         lead = tf.shape(z)[:-1]
         params = self.decoder(tf.reshape(z, [-1, self.latent_dim]), training=training)
         params = tf.reshape(params, tf.concat([lead, self.data_shape], axis=0))
@@ -158,10 +159,16 @@ class VAE(BaseVAE):
     def sample_log_probs(self, x, num_samples: int, training=False, seed=None):
         """Draw z_1..K ~ q(z|x) and return ``(q, log p(x|z_k), log p(z_k), log q(z_k|x))``, each ``[K, B]``.
 
-        The samples are reparameterised, or held constant for the score-function estimator.
+        The samples are reparameterised, or held constant for the score-function estimator. The
+        noise eps of example i does not depend on how a batch is split over tf.distribute replicas.
         """
         q = self.posterior_distribution(x, training=training)
-        z = q.sample(num_samples, seed=self.next_seed(seed))  # z = mu + sigma * eps
+        seed = self.next_seed(seed)
+        eps = distribute.replica_rows(
+            lambda batch: tf.random.stateless_normal(tf.stack([num_samples, batch, self.latent_dim]), seed),
+            tf.shape(x)[0], axis=1,
+        )
+        z = q.mean() + q.stddev() * eps  # [K, B, latent_dim]
         if self.gradient_estimator == "score_function":
             z = tf.stop_gradient(z)
         log_px = self.likelihood_distribution(z, training=training).log_prob(x)
@@ -221,7 +228,8 @@ class VAE(BaseVAE):
         centred = signal - self.score_baseline
         if training:
             decay = self.BASELINE_DECAY
-            self.score_baseline.assign(decay * self.score_baseline + (1.0 - decay) * tf.reduce_mean(signal))
+            batch_mean = distribute.mean_over_replicas(tf.reduce_mean(signal))  # the same on every replica
+            self.score_baseline.assign(decay * self.score_baseline + (1.0 - decay) * batch_mean)
         surrogate = weight * tf.reduce_mean(tf.reduce_sum(centred * terms["log_qz"], axis=0))
         return -(surrogate - tf.stop_gradient(surrogate))
 
