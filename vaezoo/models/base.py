@@ -29,7 +29,7 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from vaezoo import distribute
+from vaezoo import distribute, training
 
 
 class BaseVAE(keras.Model):
@@ -184,6 +184,17 @@ class BaseVAE(keras.Model):
             jit = False
         super().compile(optimizer=optimizer, jit_compile=jit, steps_per_execution=steps, **kwargs)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (3.15, TF backend) overrides: under a tf.distribute strategy, Keras pulls a batch from
+        # a fresh iterator and reduces it over replicas to build the model symbolically. That fails
+        # for dict inputs under MultiWorkerMirroredStrategy ("Attempt to convert a value ({'top':
+        # PerReplica...}) ... to a Tensor") and advances a reshuffling data set by one epoch, so
+        # replicated training would see the data in another order than one device. vaezoo models
+        # are built in __init__ and have no compiled losses or metrics: only the optimizer is left.
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
     def compile_from_config(self, config):
         """Compile a loaded model as it was saved (Keras skips this for a custom ``compile``)."""
         self.compile(**keras.saving.deserialize_keras_object(config))
@@ -206,6 +217,16 @@ class BaseVAE(keras.Model):
         raise NotImplementedError(f"{type(self).__name__} defines no export endpoints.")
 
     # ---- config ----------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config):
+        # The sublayers are made in __init__ under the global dtype policy: rebuild a mixed-precision
+        # model under its own policy, so a loaded model computes as the saved one did.
+        policy = keras.dtype_policies.get(config.get("dtype") or "float32").name
+        if policy in training.PRECISIONS:
+            with training.precision(policy):
+                return super().from_config(config)
+        return super().from_config(config)
 
     def get_config(self) -> dict[str, Any]:
         base = keras.layers.Layer.get_config(self)

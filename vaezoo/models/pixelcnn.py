@@ -84,7 +84,9 @@ class MaskedConv2D(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        return tf.nn.conv2d(x, self.kernel * self._mask, strides=1, padding="SAME") + self.bias
+        dtype = self.compute_dtype  # float16/bfloat16 under a mixed-precision policy
+        kernel = tf.cast(self.kernel, dtype) * tf.cast(self._mask, dtype)
+        return tf.nn.conv2d(x, kernel, strides=1, padding="SAME") + tf.cast(self.bias, dtype)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),
