@@ -1,0 +1,266 @@
+"""Training throughput of every model family, against a plain hand-written Keras 3 VAE.
+
+Examples per second of ``model.fit`` at batch 128 on MNIST-sized inputs (28x28x1 binary images;
+code maps for the priors), for:
+
+* vaezoo's ``vae`` with its defaults (XLA, 32 steps per execution), with XLA off, and with Keras'
+  default compile settings (no XLA on CPU, one step per execution);
+* the plain VAE of ``benchmarks/plain_vae.py`` (the same layers, Adam(1e-3), batch 128) with Keras'
+  defaults, and with XLA + 32 steps per execution;
+* every other family (beta_vae, vae_conv, iwae, vq_vae, vq_vae2, pixelcnn_prior,
+  hierarchical_pixelcnn_prior; registry configs) with vaezoo's defaults and with XLA off;
+* ``iwae`` with K = 1, 5, 10, 20 importance samples (cost against the encoder + K decoders' work);
+* ``vae`` fed by the real tf.data pipeline (MNIST IDX files, shuffle, dynamic binarisation,
+  prefetch; full epochs of 468 steps, so each epoch's shuffle-buffer fill counts) against the same
+  number of steps on pre-materialised tensors (needs the data; skipped without it).
+
+All models are built and warmed up (traced, XLA-compiled) first; then the configurations are timed
+one after another in each of ``--repeats`` rounds, so that pairs are measured side by side, and
+the median over rounds is reported. Also: achieved GFLOP/s of the MLP VAE's training step
+(counted matmul FLOPs) against the measured throughput of the same matmuls alone, and the peak
+memory of training each model at batch 128 (a fresh process per model: peak RSS during ``fit``
+minus RSS before it, and the peak RSS of the whole process).
+
+    python benchmarks/throughput.py --data-dir ../shared/data --repeats 5 --out throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import vaezoo  # noqa: E402
+from vaezoo import data  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plain_vae import PlainVAE  # noqa: E402
+
+BATCH = 128
+FAMILIES = ("beta_vae", "vae_conv", "iwae", "vq_vae", "vq_vae2", "pixelcnn_prior", "hierarchical_pixelcnn_prior")
+IWAE_K = (1, 5, 10, 20)
+# The MLP VAE's dense layers (in, out): encoder, mean/log-variance head, decoder.
+VAE_DENSE = ((784, 512), (512, 256), (256, 64), (32, 256), (256, 512), (512, 784))
+
+
+def vae_train_flops_per_example() -> int:
+    """Matmul FLOPs of one training example: forward 2*in*out per layer; backward 2*in*out for the
+    weight gradient and 2*in*out for the input gradient (not for the first layer, whose input is data)."""
+    forward = sum(2 * i * o for i, o in VAE_DENSE)
+    return 3 * forward - 2 * VAE_DENSE[0][0] * VAE_DENSE[0][1]
+
+
+def matmul_gflops(batch: int = BATCH, repeats: int = 200) -> float:
+    """GFLOP/s of the VAE step's matmuls alone (same shapes: forward, input and weight gradients)."""
+    rng = np.random.default_rng(0)
+    shapes = []
+    for n, (i, o) in enumerate(VAE_DENSE):
+        shapes.append(((batch, i), (i, o)))  # forward
+        shapes.append(((i, batch), (batch, o)))  # weight gradient
+        if n:
+            shapes.append(((batch, o), (o, i)))  # input gradient
+    pairs = [(tf.constant(rng.standard_normal(a), tf.float32), tf.constant(rng.standard_normal(b), tf.float32))
+             for a, b in shapes]
+    flops = sum(2 * a[0] * a[1] * b[1] for a, b in shapes)
+
+    @tf.function
+    def run():
+        total = tf.constant(0.0)
+        for a, b in pairs:
+            total += tf.reduce_sum(tf.matmul(a, b)[:1, :1])
+        return total
+
+    for _ in range(10):
+        run()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        times.append((time.perf_counter() - start) / repeats)
+    return flops / statistics.median(times) / 1e9
+
+
+def batch_for(model, rng) -> object:
+    """A batch of 128 MNIST-sized binary images, or code maps for a prior over codes."""
+    if model.input_kind == "codes":
+        levels = getattr(model, "code_levels", None)
+        if levels:
+            return {lvl: rng.integers(0, model.num_codes, (BATCH, *getattr(model, f"{lvl}_shape"))).astype("int32")
+                    for lvl in levels}
+        return rng.integers(0, model.num_codes, (BATCH, *model.code_shape)).astype("int32")
+    return (rng.random((BATCH, *model.data_shape)) < 0.13).astype("float32")  # MNIST's ink fraction
+
+
+class Config:
+    """One timed configuration: a compiled model and the data set it trains on."""
+
+    def __init__(self, label: str, setting: str, model, dataset, steps: int | None = None):
+        self.label, self.setting, self.model, self.dataset = label, setting, model, dataset
+        self.steps = steps
+        self.rates: list[float] = []
+
+    def fit(self, steps: int) -> float:
+        start = time.perf_counter()
+        self.model.fit(self.dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+        return time.perf_counter() - start
+
+    def warm_up(self, target_s: float):
+        spe = int(self.model.steps_per_execution)
+        self.fit(2 * spe)  # trace (and XLA-compile)
+        if self.steps is None:  # steps for ~target_s per measurement, a multiple of 32
+            per_step = self.fit(32) / 32
+            self.steps = 32 * max(1, round(target_s / per_step / 32))
+
+    def measure(self):
+        self.rates.append(self.steps * BATCH / self.fit(self.steps))
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
+
+
+def vaezoo_model(name: str, setting: str, **overrides):
+    keras.utils.set_random_seed(0)
+    model = vaezoo.get(name, seed=0, **overrides)
+    compile_kwargs = {"defaults": {}, "XLA off": {"jit_compile": False},
+                      "Keras defaults": {"jit_compile": False, "steps_per_execution": 1}}[setting]
+    model.compile(keras.optimizers.Adam(1e-3), **compile_kwargs)
+    return model
+
+
+def plain_model(setting: str):
+    keras.utils.set_random_seed(0)
+    model = PlainVAE()
+    if setting == "Keras defaults":
+        model.compile(keras.optimizers.Adam(1e-3))  # jit_compile="auto" (no XLA on CPU), steps_per_execution=1
+    else:
+        model.compile(keras.optimizers.Adam(1e-3), jit_compile=True, steps_per_execution=32)
+    return model
+
+
+def in_memory(batch) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensors(batch).repeat()
+
+
+def build_configs(args) -> list[Config]:
+    rng = np.random.default_rng(0)
+    configs = []
+    images = batch_for(vaezoo_model("vae", "defaults"), rng)
+    for setting in ("defaults", "XLA off", "Keras defaults"):
+        configs.append(Config("vae", setting, vaezoo_model("vae", setting), in_memory(images)))
+    for setting in ("Keras defaults", "XLA + 32 steps/execution"):
+        configs.append(Config("plain Keras VAE", setting, plain_model(setting), in_memory(images)))
+    for name in FAMILIES:
+        for setting in ("defaults", "XLA off"):
+            model = vaezoo_model(name, setting)
+            configs.append(Config(name, setting, model, in_memory(batch_for(model, rng))))
+    for k in IWAE_K:
+        model = vaezoo_model("iwae", "defaults", num_samples=k)
+        configs.append(Config("iwae", f"K={k}", model, in_memory(batch_for(model, rng))))
+    if args.data_dir and (Path(args.data_dir) / "mnist").is_dir():
+        pipeline = data.load("mnist", "train", batch_size=BATCH, data_dir=args.data_dir, binarize="dynamic", seed=0)
+        steps = int(pipeline.cardinality()) - 1  # full batches of one epoch
+        materialised = list(pipeline.take(steps).as_numpy_iterator())
+        tensors = tf.data.Dataset.from_tensor_slices(np.stack(materialised))
+        configs.append(Config("vae", "tf.data pipeline (full epochs)", vaezoo_model("vae", "defaults"),
+                              pipeline.take(steps), steps=steps))
+        configs.append(Config("vae", "pre-materialised tensors", vaezoo_model("vae", "defaults"), tensors, steps=steps))
+    return configs
+
+
+def peak_memory(name: str) -> dict:
+    """Run in a fresh process: RSS before fit, peak RSS during fit (MB), for one model at batch 128."""
+    def status(field):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+        raise KeyError(field)
+
+    model = plain_model("Keras defaults") if name == "plain" else vaezoo_model(name, "defaults")
+    dataset = in_memory(batch_for(model, np.random.default_rng(0)))
+    before = status("VmRSS")
+    model.fit(dataset, epochs=1, steps_per_epoch=64, verbose=0)
+    peak = status("VmHWM")
+    return {"model": name, "rss_before_fit_mb": round(before, 1), "peak_rss_mb": round(peak, 1),
+            "training_peak_mb": round(peak - before, 1)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=os.environ.get(data.DATA_DIR_ENV))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.5, help="target seconds per measurement")
+    parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: one model's peak memory
+    args = parser.parse_args()
+    if args.memory_of:
+        print("MEMORY" + json.dumps(peak_memory(args.memory_of)))
+        return
+
+    configs = build_configs(args)
+    for c in configs:
+        c.warm_up(args.seconds)
+    for _ in range(args.repeats):  # alternate: every configuration once per round
+        for c in configs:
+            c.measure()
+    rows = [{"model": c.label, "setting": c.setting, "steps": c.steps,
+             "examples_per_s": round(c.rate), "rates": [round(r) for r in c.rates]} for c in configs]
+    by = {(c.label, c.setting): c.rate for c in configs}
+    plain = by[("plain Keras VAE", "Keras defaults")]
+    ratios = {
+        "vae defaults / plain Keras defaults": by[("vae", "defaults")] / plain,
+        "vae XLA off / plain Keras defaults": by[("vae", "XLA off")] / plain,
+        "vae Keras defaults / plain Keras defaults": by[("vae", "Keras defaults")] / plain,
+        "plain XLA+32 / plain Keras defaults": by[("plain Keras VAE", "XLA + 32 steps/execution")] / plain,
+    }
+    # IWAE: time per example relative to K=1, against the work of the encoder plus K decoders.
+    iwae = vaezoo.get("iwae")
+    enc = sum(np.prod(w.shape) for w in iwae.encoder.weights + iwae.posterior_layer.weights if len(w.shape) == 2)
+    dec = sum(np.prod(w.shape) for w in iwae.decoder.weights if len(w.shape) == 2)
+    iwae_rows = [{"K": k, "time_ratio": by[("iwae", "K=1")] / by[("iwae", f"K={k}")],
+                  "work_ratio": (enc + k * dec) / (enc + dec)} for k in IWAE_K]
+    flops = vae_train_flops_per_example()
+    gflops = {"vae_train_mflop_per_example": flops / 1e6,
+              "matmul_gflops_same_shapes": matmul_gflops(),
+              **{f"{label} {setting}": by[(label, setting)] * flops / 1e9
+                 for label, setting in [("vae", "defaults"), ("vae", "XLA off"), ("vae", "Keras defaults"),
+                                        ("plain Keras VAE", "Keras defaults"), ("plain Keras VAE", "XLA + 32 steps/execution")]}}
+    memory = []
+    for name in ("plain", "vae", *FAMILIES):
+        proc = subprocess.run([sys.executable, __file__, "--memory-of", name], capture_output=True, text=True)
+        line = [l for l in proc.stdout.splitlines() if l.startswith("MEMORY")]
+        memory.append(json.loads(line[-1][6:]) if line else {"model": name, "error": proc.stderr[-500:]})
+    results = {"batch": BATCH, "repeats": args.repeats, "rows": rows, "ratios": ratios, "iwae": iwae_rows,
+               "gflops": gflops, "memory": memory, "tensorflow": tf.__version__, "keras": keras.__version__,
+               "cpus": os.cpu_count()}
+
+    print(f"| model | setting | examples/s (median of {args.repeats}) |")
+    print("|---|---|---:|")
+    for r in rows:
+        print(f"| {r['model']} | {r['setting']} | {r['examples_per_s']} |")
+    for k, v in ratios.items():
+        print(f"{k}: {v:.2f}x")
+    for r in iwae_rows:
+        print(f"iwae K={r['K']}: time x{r['time_ratio']:.2f}, work x{r['work_ratio']:.2f}")
+    for k, v in gflops.items():
+        print(f"{k}: {v:.1f}" + ("" if "mflop" in k or "matmul" in k else " GFLOP/s"))
+    for m in memory:
+        print(m)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
