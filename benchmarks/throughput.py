@@ -117,8 +117,7 @@ class Config:
         return time.perf_counter() - start
 
     def warm_up(self, target_s: float):
-        spe = int(self.model.steps_per_execution)
-        self.fit(2 * spe)  # trace (and XLA-compile)
+        self.fit(int(self.model.steps_per_execution))  # trace (and XLA-compile): one execution
         if self.steps is None:  # steps for ~target_s per measurement, a multiple of 32
             per_step = self.fit(32) / 32
             self.steps = 32 * max(1, round(target_s / per_step / 32))
@@ -162,7 +161,7 @@ def build_configs(args) -> list[Config]:
         configs.append(Config("vae", setting, vaezoo_model("vae", setting), in_memory(images)))
     for setting in ("Keras defaults", "XLA + 32 steps/execution"):
         configs.append(Config("plain Keras VAE", setting, plain_model(setting), in_memory(images)))
-    for name in FAMILIES:
+    for name in args.families:
         for setting in ("defaults", "XLA off"):
             model = vaezoo_model(name, setting)
             configs.append(Config(name, setting, model, in_memory(batch_for(model, rng))))
@@ -191,7 +190,7 @@ def peak_memory(name: str) -> dict:
     model = plain_model("Keras defaults") if name == "plain" else vaezoo_model(name, "defaults")
     dataset = in_memory(batch_for(model, np.random.default_rng(0)))
     before = status("VmRSS")
-    model.fit(dataset, epochs=1, steps_per_epoch=64, verbose=0)
+    model.fit(dataset, epochs=1, steps_per_epoch=2 * int(model.steps_per_execution), verbose=0)
     peak = status("VmHWM")
     return {"model": name, "rss_before_fit_mb": round(before, 1), "peak_rss_mb": round(peak, 1),
             "training_peak_mb": round(peak - before, 1)}
@@ -203,6 +202,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.5, help="target seconds per measurement")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=FAMILIES,
+                        help="the other families to time (default: all)")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: one model's peak memory
     args = parser.parse_args()
     if args.memory_of:
@@ -238,7 +239,7 @@ def main():
                  for label, setting in [("vae", "defaults"), ("vae", "XLA off"), ("vae", "Keras defaults"),
                                         ("plain Keras VAE", "Keras defaults"), ("plain Keras VAE", "XLA + 32 steps/execution")]}}
     memory = []
-    for name in ("plain", "vae", *FAMILIES):
+    for name in ("plain", "vae", *args.families):
         proc = subprocess.run([sys.executable, __file__, "--memory-of", name], capture_output=True, text=True)
         line = [l for l in proc.stdout.splitlines() if l.startswith("MEMORY")]
         memory.append(json.loads(line[-1][6:]) if line else {"model": name, "error": proc.stderr[-500:]})

@@ -1,9 +1,5 @@
 """VQ-VAE: the quantiser's maths, straight-through gradients, EMA codebooks, restarts, replicas, MNIST."""
 
-import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -126,42 +122,7 @@ def test_codes_api_and_ema_state_survive_a_keras_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.encode(x), codes)
 
 
-REPLICAS = r"""
-import json, sys
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras, numpy as np, vaezoo
-from vaezoo import data, distribute
-if sys.argv[1] == "unsynchronised":
-    distribute.sum_over_replicas = lambda *t: t   # what a naive EMA update would do
-keras.utils.set_random_seed(0)
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with strategy.scope():
-    model = vaezoo.get("vq_vae", hidden_channels=8, residual_channels=4, residual_blocks=1, num_codes=8,
-                       code_dim=4, data_shape=[32, 32, 1], restart_after=2, seed=0)
-    model.compile(keras.optimizers.Adam(1e-3))
-images, _ = data.sprites_arrays("test")
-ds = tf.data.Dataset.from_tensor_slices(images[:256]).batch(32)
-model.fit(ds, epochs=1, verbose=0)
-books = [v.numpy().tolist() for v in strategy.experimental_local_results(model.quantizer.codebook.value)]
-print("RESULT" + json.dumps({"replicas": len(books), "max_diff": float(np.max(np.abs(np.subtract(books[0], books[1]))))}))
-"""
-
-
-def _replicas(mode):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "VAEZOO_DISABLE_PLUGINS": "1"}
-    proc = subprocess.run([sys.executable, "-c", REPLICAS, mode], capture_output=True, text=True, env=env,
-                          timeout=600, cwd=os.path.dirname(__file__))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1][6:])
-
-
-def test_ema_codebooks_stay_identical_across_replicas():
-    synced = _replicas("synchronised")
-    assert synced["replicas"] == 2 and synced["max_diff"] == 0.0
-    # Negative control: without summing the statistics over replicas the codebooks drift apart.
-    assert _replicas("unsynchronised")["max_diff"] > 1e-4
+# Replicated training (EMA statistics summed, restarts from the global batch): tests/test_distribute.py.
 
 
 def test_mnist_reconstruction_falls_and_codes_do_not_collapse(data_dir):
