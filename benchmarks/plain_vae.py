@@ -13,9 +13,12 @@ import tensorflow as tf
 
 
 class PlainVAE(keras.Model):
+    input_kind = "images"  # what benchmarks/throughput.py feeds it
+
     def __init__(self, data_shape=(28, 28, 1), latent_dim=32, hidden_units=(512, 256), seed=0, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
+        self.data_shape = tuple(data_shape)
         self.encoder = keras.Sequential(
             [keras.Input(data_shape), keras.layers.Flatten()]
             + [keras.layers.Dense(u, activation="relu") for u in hidden_units]
