@@ -103,8 +103,23 @@ def batch_for(model, rng) -> object:
     return (rng.random((BATCH, *model.data_shape)) < 0.13).astype("float32")  # MNIST's ink fraction
 
 
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time from the start to the end of the (single) epoch of a ``fit`` call."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = time.perf_counter() - self.start
+
+
 class Config:
-    """One timed configuration: a compiled model and the data set it trains on."""
+    """One timed configuration: a compiled model and the data set it trains on.
+
+    Times the epoch (callback), not the whole ``fit`` call: tearing down a tf.data iterator
+    waits for autotune's optimisation thread, whose sleep doubles from 10 ms, so a ``fit`` call's
+    wall time is rounded up to 0.64 s x 2^n whatever the model (measured by :func:`teardown`).
+    """
 
     def __init__(self, label: str, setting: str, model, dataset, steps: int | None = None):
         self.label, self.setting, self.model, self.dataset = label, setting, model, dataset
@@ -112,9 +127,9 @@ class Config:
         self.rates: list[float] = []
 
     def fit(self, steps: int) -> float:
-        start = time.perf_counter()
-        self.model.fit(self.dataset, epochs=1, steps_per_epoch=steps, verbose=0)
-        return time.perf_counter() - start
+        timer = EpochTimer()
+        self.model.fit(self.dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[timer])
+        return timer.seconds
 
     def warm_up(self, target_s: float):
         self.fit(int(self.model.steps_per_execution))  # trace (and XLA-compile): one execution
@@ -179,6 +194,25 @@ def build_configs(args) -> list[Config]:
     return configs
 
 
+def teardown(repeats: int = 5, steps: int = 200) -> dict:
+    """Wall time of whole ``fit`` calls (``vae``, Keras' compile defaults, ``steps`` steps on an
+    in-memory batch) with tf.data autotune on (the default) and off: the iterator teardown stall."""
+    keras.utils.set_random_seed(0)
+    model = vaezoo_model("vae", "Keras defaults")
+    batch = batch_for(model, np.random.default_rng(0))
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    datasets = {"autotune on": in_memory(batch), "autotune off": in_memory(batch).with_options(options)}
+    model.fit(datasets["autotune on"], epochs=1, steps_per_epoch=steps, verbose=0)
+    times = {k: [] for k in datasets}
+    for _ in range(repeats):
+        for key, ds in datasets.items():
+            start = time.perf_counter()
+            model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+            times[key].append(round(time.perf_counter() - start, 3))
+    return {"steps": steps, **{f"fit seconds, {k}": v for k, v in times.items()}}
+
+
 def peak_memory(name: str) -> dict:
     """Run in a fresh process: RSS before fit, peak RSS during fit (MB), for one model at batch 128."""
     def status(field):
@@ -187,12 +221,14 @@ def peak_memory(name: str) -> dict:
                 return int(line.split()[1]) / 1024
         raise KeyError(field)
 
-    model = plain_model("Keras defaults") if name == "plain" else vaezoo_model(name, "defaults")
+    name, _, setting = name.partition(":")
+    setting = setting or "defaults"
+    model = plain_model(setting) if name == "plain" else vaezoo_model(name, setting)
     dataset = in_memory(batch_for(model, np.random.default_rng(0)))
     before = status("VmRSS")
     model.fit(dataset, epochs=1, steps_per_epoch=2 * int(model.steps_per_execution), verbose=0)
     peak = status("VmHWM")
-    return {"model": name, "rss_before_fit_mb": round(before, 1), "peak_rss_mb": round(peak, 1),
+    return {"model": name, "setting": setting, "rss_before_fit_mb": round(before, 1), "peak_rss_mb": round(peak, 1),
             "training_peak_mb": round(peak - before, 1)}
 
 
@@ -239,12 +275,14 @@ def main():
                  for label, setting in [("vae", "defaults"), ("vae", "XLA off"), ("vae", "Keras defaults"),
                                         ("plain Keras VAE", "Keras defaults"), ("plain Keras VAE", "XLA + 32 steps/execution")]}}
     memory = []
-    for name in ("plain", "vae", *args.families):
+    for name in ("plain:Keras defaults", "plain:XLA + 32 steps/execution", "vae:Keras defaults", "vae",
+                 *args.families):
         proc = subprocess.run([sys.executable, __file__, "--memory-of", name], capture_output=True, text=True)
         line = [l for l in proc.stdout.splitlines() if l.startswith("MEMORY")]
         memory.append(json.loads(line[-1][6:]) if line else {"model": name, "error": proc.stderr[-500:]})
+    stall = teardown()
     results = {"batch": BATCH, "repeats": args.repeats, "rows": rows, "ratios": ratios, "iwae": iwae_rows,
-               "gflops": gflops, "memory": memory, "tensorflow": tf.__version__, "keras": keras.__version__,
+               "gflops": gflops, "memory": memory, "teardown": stall, "tensorflow": tf.__version__, "keras": keras.__version__,
                "cpus": os.cpu_count()}
 
     print(f"| model | setting | examples/s (median of {args.repeats}) |")
@@ -259,6 +297,7 @@ def main():
         print(f"{k}: {v:.1f}" + ("" if "mflop" in k or "matmul" in k else " GFLOP/s"))
     for m in memory:
         print(m)
+    print(stall)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
 

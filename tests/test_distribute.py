@@ -123,10 +123,11 @@ def assert_same_training(result):
 
 
 def test_mirrored_step_equals_single_device_step():
-    # vae: reparameterisation noise drawn per example of the global batch; vq_vae2: EMA codebook
-    # statistics summed and dead-code restarts drawn from the gathered global batch.
-    results = _mirrored(["vae", "vq_vae2", "vae:unscaled"])
-    for spec in ("vae", "vq_vae2"):
+    # vae: reparameterisation noise drawn per example of the global batch; vq_vae: EMA codebook
+    # statistics summed and dead-code restarts drawn from the gathered global batch. Every model:
+    # the slow test below.
+    results = _mirrored(["vae", "vq_vae", "vae:unscaled"])
+    for spec in ("vae", "vq_vae"):
         assert results[spec]["replicas"] == 2
         assert_same_training(results[spec])
         assert results[spec]["steps_per_execution"] == 1  # "auto" under MirroredStrategy
@@ -161,16 +162,12 @@ def test_two_workers_train_with_the_cli_and_hold_identical_weights(tmp_path):
     outputs = _workers(lambda i: [sys.executable, "-m", "vaezoo", *args, "--strategy", "multi_worker",
                                   "--out", f"worker{i}"], cwd=tmp_path)
     assert all("2 replicas in sync" in out for out in outputs), outputs[0][-2000:]
-    # The same run on one device (XLA off, as under the strategy: its numerics differ slightly).
-    single = subprocess.run([sys.executable, "-m", "vaezoo", *args, "--set", "jit_compile=false", "--out", "single"],
-                            cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
-    models = [keras.models.load_model(tmp_path / d / "model.keras") for d in ("worker0", "worker1", "single")]
-    assert len(models[0].weights) == len(models[1].weights) == len(models[2].weights) > 0
+    models = [keras.models.load_model(tmp_path / d / "model.keras") for d in ("worker0", "worker1")]
+    assert len(models[0].weights) == len(models[1].weights) > 0
     assert int(models[0].optimizer.iterations.numpy()) == 8  # 256 examples / global batch 32
-    for a, b, c in zip(*(m.weights for m in models)):
+    for a, b in zip(*(m.weights for m in models)):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)  # the workers agree exactly
-        np.testing.assert_allclose(a.numpy(), c.numpy(), atol=1e-5, err_msg=a.path)  # and match one device
+    # (That they equal one device's training is checked for every model by the slow test above.)
     history = (tmp_path / "worker0" / "history.csv").read_text().splitlines()
     assert len(history) == 2 and all(np.isfinite(float(v)) for v in history[1].split(",")[1:])
 
