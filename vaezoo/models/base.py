@@ -14,7 +14,8 @@ optimise the family's bound.
 
 Fast by default: :meth:`BaseVAE.compile` turns on XLA (``jit_compile="auto"``) and runs
 ``steps_per_execution=32`` steps per call into TensorFlow, where that is safe (XLA stays off under
-``MirroredStrategy``, where it fails in TF 2.21); pass either to ``compile`` to override.
+``MirroredStrategy``, where it fails in TF 2.21); pass either to ``compile`` to override. With both,
+each block of steps runs as one XLA program (:mod:`vaezoo.fused`).
 
 Under ``tf.distribute`` a step on N replicas is the single-device step on the same global batch
 (see :mod:`vaezoo.distribute`). With a mixed-precision dtype policy (``mixed_float16`` or
@@ -29,7 +30,7 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from vaezoo import distribute, training
+from vaezoo import distribute, fused, training
 
 
 class BaseVAE(keras.Model):
@@ -130,6 +131,9 @@ class BaseVAE(keras.Model):
         self.loss_tracker.update_state(loss)
         for name, tracker in self.term_trackers.items():
             tracker.update_state(tf.reduce_mean(terms[name]))
+        return self._metric_logs()
+
+    def _metric_logs(self):
         return distribute.step_logs({m.name: m.result() for m in self.metrics})
 
     def _loss(self, x, training):
@@ -183,6 +187,27 @@ class BaseVAE(keras.Model):
         if kwargs.get("run_eagerly"):
             jit = False
         super().compile(optimizer=optimizer, jit_compile=jit, steps_per_execution=steps, **kwargs)
+
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        if self._fuses_steps("train_step"):
+            self.train_function = fused.make_function(self, self.train_step, self._metric_logs)
+            return self.train_function
+        return super().make_train_function(force)
+
+    def make_test_function(self, force=False):
+        if self.test_function is not None and not force:
+            return self.test_function
+        if self._fuses_steps("test_step"):
+            self.test_function = fused.make_function(self, self.test_step, self._metric_logs)
+            return self.test_function
+        return super().make_test_function(force)
+
+    def _fuses_steps(self, step_name: str) -> bool:
+        # XLA + several steps per execution on one device: each block of steps is one XLA program
+        # (vaezoo.fused). Only for the step written here, whose logs are the metrics' results.
+        return fused.applies(self) and getattr(type(self), step_name) is getattr(BaseVAE, step_name)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras (3.15, TF backend) overrides: under a tf.distribute strategy, Keras pulls a batch from
