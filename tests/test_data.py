@@ -84,6 +84,20 @@ def test_sprites_have_known_factors():
     assert not np.array_equal(data.sprites_arrays("train")[0][:10], x[:10])
 
 
+def test_shuffled_epochs_are_permutations_reshuffled_and_reproducible():
+    images, _ = data.sprites_arrays("test")
+
+    def rows(a):
+        return sorted(bytes(r) for r in np.asarray(a).reshape(len(a), -1).astype(np.uint8))
+
+    ds = data.load("sprites", "test", batch_size=300, shuffle=True, seed=3, limit=900)
+    first, second = (np.concatenate([b.numpy() for b in ds]) for _ in range(2))
+    assert rows(first) == rows(second) == rows(images[:900])  # every image once per epoch
+    assert not np.array_equal(first, second) and not np.array_equal(first, images[:900])
+    again = np.concatenate([b.numpy() for b in data.load("sprites", "test", batch_size=300, shuffle=True, seed=3, limit=900)])
+    np.testing.assert_array_equal(again, first)
+
+
 def test_sprites_pipeline():
     ds = data.load("sprites", "test", batch_size=500)
     batches = list(ds)

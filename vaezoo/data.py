@@ -191,17 +191,43 @@ def dynamic_binarize(ds: tf.data.Dataset, seed: int | None = None) -> tf.data.Da
     return tf.data.Dataset.zip(ds, seeds).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _finish(ds, size, batch_size, shuffle, seed, binarize, limit):
+def _options() -> tf.data.Options:
+    # tf.data's autotuner off: tearing down an iterator (every epoch in Keras' fit) waits for the
+    # autotune thread, whose sleep doubles from 10 ms, adding up to seconds per epoch; without it,
+    # AUTOTUNE parallelism is the number of cores. Measured in benchmarks/throughput.py.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
+
+
+def _finish(ds, binarize, seed):
     if binarize not in BINARIZE:
         raise ValueError(f"Unknown binarize {binarize!r}; valid choices: {', '.join(BINARIZE)}.")
+    if binarize == "dynamic":
+        ds = dynamic_binarize(ds, seed=seed)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+
+def _stream(ds, size, batch_size, shuffle, seed, binarize, limit):
+    """A pipeline over a stream of images (tfds): a shuffle buffer of up to 60,000 images."""
     if limit is not None:
         ds, size = ds.take(limit), min(size, limit)
     if shuffle:
         ds = ds.shuffle(min(size, 60_000), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if binarize == "dynamic":
-        ds = dynamic_binarize(ds, seed=seed)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _finish(ds.batch(batch_size), binarize, seed)
+
+
+def _in_memory(images: np.ndarray, batch_size, shuffle, seed, binarize, limit):
+    """A pipeline over images held in memory: each epoch shuffles the indices (a full permutation)
+    and gathers a batch at a time, rather than filling a shuffle buffer with the images themselves."""
+    if limit is not None:
+        images = images[:limit]
+    table = tf.constant(images)
+    ds = tf.data.Dataset.range(len(images))
+    if shuffle:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda index: tf.gather(table, index), num_parallel_calls=tf.data.AUTOTUNE)
+    return _finish(ds, binarize, seed)
 
 
 def _tfds(name: str, split: str, data_dir):
@@ -245,7 +271,7 @@ def load(
     shuffle = split == "train" if shuffle is None else shuffle
     if name.startswith("tfds:"):
         ds, size = _tfds(name[5:], split, data_dir)
-        return _finish(ds, size, batch_size, shuffle, seed, binarize, limit)
+        return _stream(ds, size, batch_size, shuffle, seed, binarize, limit)
     if name == "mnist":
         images, _ = mnist_arrays(split, data_dir)
     elif name == "binarized_mnist":
@@ -254,8 +280,7 @@ def load(
         images, _ = sprites_arrays(split)
     else:
         raise ValueError(f"Unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}.")
-    ds = tf.data.Dataset.from_tensor_slices(images)
-    return _finish(ds, len(images), batch_size, shuffle, seed, binarize, limit)
+    return _in_memory(images, batch_size, shuffle, seed, binarize, limit)
 
 
 def codes_dataset(vqvae, images: tf.data.Dataset) -> tf.data.Dataset:
