@@ -36,8 +36,7 @@ def _train(name, fused: bool, epochs=2):
     # Both XLA: the fused block against Keras' loop of XLA-compiled steps (XLA's numerics differ
     # slightly from the graph kernels').
     model.compile(keras.optimizers.Adam(1e-3), jit_compile=True, steps_per_execution=STEPS_PER_EXECUTION)
-    if not fused:
-        model._fuses_steps = lambda step_name: False
+    model.fuse_steps = fused  # also for the conv models, which do not fuse by default (too slow in XLA)
     counter = Counter()
     ds = _data(model)
     history = model.fit(ds, validation_data=ds, epochs=epochs, verbose=0, callbacks=[counter]).history
@@ -80,7 +79,17 @@ def test_fused_block_equals_keras_loop_every_model(name):
 def test_fused_path_only_where_it_applies(auto_xla):
     model = tiny("vae", seed=0)
     model.compile(keras.optimizers.Adam(1e-3))  # the defaults: XLA, 32 steps per execution
-    assert vaezoo.fused.applies(model)
+    assert vaezoo.fused.applies(model) and model.fuse_steps
+    model.make_train_function(force=True)
+    assert model.train_function.__qualname__.startswith("make_function.")
+    # Per family: conv models do not fuse; iwae and vq_vae2 train without XLA unless asked.
+    assert not tiny("vae_conv").fuse_steps
+    for name in ("iwae", "vq_vae2"):
+        other = tiny(name)
+        other.compile(keras.optimizers.Adam(1e-3))
+        assert other.jit_compile is False and other.steps_per_execution == 32, name
+        other.compile(keras.optimizers.Adam(1e-3), jit_compile=True)
+        assert other.jit_compile is True, name
     for settings in ({"jit_compile": False}, {"steps_per_execution": 1}, {"run_eagerly": True}):
         model.compile(keras.optimizers.Adam(1e-3), **settings)
         assert not vaezoo.fused.applies(model), settings

@@ -62,10 +62,12 @@ FAST_STEPS_PER_EXECUTION = 32
 AUTO_JIT_COMPILE = True
 
 
-def resolve_compile(jit_compile, steps_per_execution, strategy_: tf.distribute.Strategy) -> tuple[bool, int]:
+def resolve_compile(jit_compile, steps_per_execution, strategy_: tf.distribute.Strategy,
+                    xla_by_default: bool = True) -> tuple[bool, int]:
     """Resolve ``jit_compile`` and ``steps_per_execution`` (each ``"auto"`` or a value) for ``strategy_``.
 
-    ``"auto"`` is XLA and :data:`FAST_STEPS_PER_EXECUTION` steps per execution on one device, and
+    ``"auto"`` is XLA (for a model whose ``xla_by_default`` is True: the families measured faster
+    with it) and :data:`FAST_STEPS_PER_EXECUTION` steps per execution on one device, and
     no XLA with one step per execution under a mirrored strategy, where (Keras 3.15, TF 2.21) an
     XLA-compiled step fails with a device-placement error and ``steps_per_execution > 1`` fails with
     "You must feed a value for placeholder tensor" (a plain ``keras.Sequential`` too). Asking for
@@ -90,7 +92,7 @@ def resolve_compile(jit_compile, steps_per_execution, strategy_: tf.distribute.S
             "2.21 fails there ('You must feed a value for placeholder tensor'). Use steps_per_execution='auto' or 1 "
             "with this strategy."
         )
-    jit = (AUTO_JIT_COMPILE and not mirrored) if jit_compile == "auto" else jit_compile
+    jit = (AUTO_JIT_COMPILE and xla_by_default and not mirrored) if jit_compile == "auto" else jit_compile
     if steps_per_execution == "auto":
         steps_per_execution = 1 if mirrored else FAST_STEPS_PER_EXECUTION
     return jit, steps_per_execution

@@ -15,7 +15,8 @@ optimise the family's bound.
 Fast by default: :meth:`BaseVAE.compile` turns on XLA (``jit_compile="auto"``) and runs
 ``steps_per_execution=32`` steps per call into TensorFlow, where that is safe (XLA stays off under
 ``MirroredStrategy``, where it fails in TF 2.21); pass either to ``compile`` to override. With both,
-each block of steps runs as one XLA program (:mod:`vaezoo.fused`).
+each block of steps of an MLP model runs as one XLA program (:mod:`vaezoo.fused`). Families that
+train slower with XLA on a CPU (``iwae``, ``vq_vae2``) set ``xla_by_default = False``.
 
 Under ``tf.distribute`` a step on N replicas is the single-device step on the same global batch
 (see :mod:`vaezoo.distribute`). With a mixed-precision dtype policy (``mixed_float16`` or
@@ -46,6 +47,12 @@ class BaseVAE(keras.Model):
     metric_names: tuple[str, ...] = ()
     #: The config schema of a family stops here: each family declares its own arguments.
     _schema_root = True
+    #: Whether ``compile(jit_compile="auto")`` picks XLA on one device. False for the families that
+    #: train slower with it on a CPU (benchmarks/throughput.py, docs/results.md#training-throughput).
+    xla_by_default = True
+    #: Whether, with XLA and several steps per execution, a block of steps runs as one XLA program
+    #: (vaezoo.fused). Faster for MLPs; XLA on CPU runs convolutions inside a loop far slower.
+    fuse_steps = False
     #: What the model reads: ``"images"`` (floats in [0, 1]) or ``"codes"`` (integer code maps).
     input_kind = "images"
 
@@ -183,7 +190,8 @@ class BaseVAE(keras.Model):
                 behaviour.
             **kwargs: passed to ``keras.Model.compile``.
         """
-        jit, steps = distribute.resolve_compile(jit_compile, steps_per_execution, self.distribute_strategy)
+        jit, steps = distribute.resolve_compile(jit_compile, steps_per_execution, self.distribute_strategy,
+                                                xla_by_default=self.xla_by_default)
         if kwargs.get("run_eagerly"):
             jit = False
         super().compile(optimizer=optimizer, jit_compile=jit, steps_per_execution=steps, **kwargs)
@@ -207,7 +215,7 @@ class BaseVAE(keras.Model):
     def _fuses_steps(self, step_name: str) -> bool:
         # XLA + several steps per execution on one device: each block of steps is one XLA program
         # (vaezoo.fused). Only for the step written here, whose logs are the metrics' results.
-        return fused.applies(self) and getattr(type(self), step_name) is getattr(BaseVAE, step_name)
+        return self.fuse_steps and fused.applies(self) and getattr(type(self), step_name) is getattr(BaseVAE, step_name)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras (3.15, TF backend) overrides: under a tf.distribute strategy, Keras pulls a batch from

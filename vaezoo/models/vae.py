@@ -113,6 +113,7 @@ class VAE(BaseVAE):
         self.prior_components = int(prior_components)
         self.num_samples = int(num_samples)
         self.gradient_estimator = gradient_estimator
+        self.fuse_steps = architecture == "mlp"  # see BaseVAE.fuse_steps
 
         self.encoder = networks.build_encoder(
             architecture, self.data_shape, self.hidden_units, self.conv_filters, activation

@@ -39,6 +39,9 @@ class VQVAE2(VectorQuantizedVAE):
         **kwargs: as :class:`vaezoo.models.vqvae.VectorQuantizedVAE`.
     """
 
+    #: Trains faster without XLA on a CPU (docs/results.md#training-throughput).
+    xla_by_default = False
+
     ALL_METRICS = ("reconstruction", "commitment", "codebook", "perplexity_top", "perplexity_bottom",
                    "codes_used_top", "codes_used_bottom")
     extra_levels = 1
