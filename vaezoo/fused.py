@@ -14,8 +14,9 @@ length (with its last batch, not run) so that one XLA program serves every block
 shape; a smaller final batch starts a new block and compiles once more.
 
 Used by :meth:`vaezoo.BaseVAE.make_train_function` (and ``make_test_function``) when the model is
-compiled with XLA and ``steps_per_execution > 1`` on one device, for a step that returns the
-model's metric results (every vaezoo family); see :func:`applies`.
+compiled with XLA and ``steps_per_execution > 1`` on one device and its ``fuse_steps`` is True (MLP
+models: XLA on a CPU runs convolutions inside a loop far slower), for the base class's steps, whose
+logs are the metric results; see :func:`applies`.
 """
 
 from __future__ import annotations
