@@ -10,9 +10,9 @@ code maps for the priors), for:
 * every other family (beta_vae, vae_conv, iwae, vq_vae, vq_vae2, pixelcnn_prior,
   hierarchical_pixelcnn_prior; registry configs) with vaezoo's defaults and with XLA off;
 * ``iwae`` with K = 1, 5, 10, 20 importance samples (cost against the encoder + K decoders' work);
-* ``vae`` fed by the real tf.data pipeline (MNIST IDX files, shuffle, dynamic binarisation,
-  prefetch; full epochs of 468 steps, so each epoch's shuffle-buffer fill counts) against the same
-  number of steps on pre-materialised tensors (needs the data; skipped without it).
+* ``vae`` fed by the real tf.data pipeline (MNIST IDX files, a fresh index permutation per epoch,
+  batches gathered from memory, dynamic binarisation, prefetch; full epochs of 468 steps) against
+  the same number of steps on pre-materialised tensors (needs the data; skipped without it).
 
 All models are built and warmed up (traced, XLA-compiled) first; then the configurations are timed
 one after another in each of ``--repeats`` rounds, so that pairs are measured side by side, and
@@ -116,9 +116,10 @@ class EpochTimer(keras.callbacks.Callback):
 class Config:
     """One timed configuration: a compiled model and the data set it trains on.
 
-    Times the epoch (callback), not the whole ``fit`` call: tearing down a tf.data iterator
-    waits for autotune's optimisation thread, whose sleep doubles from 10 ms, so a ``fit`` call's
-    wall time is rounded up to 0.64 s x 2^n whatever the model (measured by :func:`teardown`).
+    Times the epoch (callback), not the whole ``fit`` call: with tf.data autotune on (the default
+    for a plain ``tf.data.Dataset``), tearing down the iterator waits for autotune's optimisation
+    thread, whose sleep doubles from 10 ms, so a ``fit`` call's wall time is rounded up to
+    0.64 s x 2^n whatever the model (measured by :func:`teardown`; vaezoo's loaders turn it off).
     """
 
     def __init__(self, label: str, setting: str, model, dataset, steps: int | None = None):
