@@ -51,13 +51,23 @@ def linear_gaussian(data_dim=5, latent_dim=2, sigma=0.5, posterior_log_var_offse
     return model, exact_logpdf, sample_x
 
 
+def _draws(fn, x, reps, seed):
+    """``reps`` independent draws of a per-example estimator ``fn(x, seed) -> [B]``, as ``[reps, B]``.
+
+    One call on ``x`` tiled ``reps`` times: every row gets its own samples, so the rows of the
+    result are independent draws (and the test runs one batched op instead of ``reps`` eager ones).
+    """
+    x = np.asarray(x)
+    values = np.asarray(fn(np.tile(x, (reps,) + (1,) * (x.ndim - 1)), seed))
+    return values.reshape(reps, len(x))
+
+
 def _mean_bound(model, x, k, reps=400):
     """E[L_k] per example, estimated by averaging `reps` independent L_k estimates; returns mean and s.e."""
-    values = []
-    for r in range(reps):
-        lw = model.log_weights(x, k, seed=(7, r)).numpy()
-        values.append(np.logaddexp.reduce(lw, axis=0) - math.log(k))
-    values = np.mean(values, axis=1)  # average over examples, per repetition
+    def bound(x, seed):
+        return tf.reduce_logsumexp(model.log_weights(x, k, seed=seed), axis=0) - math.log(k)
+
+    values = _draws(bound, x, reps, seed=(7, k)).mean(axis=1)  # average over examples, per repetition
     return values.mean(), values.std(ddof=1) / math.sqrt(reps)
 
 
@@ -65,7 +75,7 @@ def test_bounds_are_ordered_and_the_estimate_converges_to_the_exact_log_likeliho
     model, exact_logpdf, sample_x = linear_gaussian()
     x = sample_x(64)
     exact = float(np.mean(exact_logpdf(x)))
-    elbo = float(np.mean([np.mean(model.elbo(x, seed=(3, r))) for r in range(400)]))
+    elbo = float(np.mean(_draws(model.elbo, x, 400, seed=(3, 0))))
     l5, se5 = _mean_bound(model, x, 5)
     l50, se50 = _mean_bound(model, x, 50, reps=100)
     # ELBO <= L_5 <= L_50 <= log p(x), within Monte-Carlo error, with real gaps.
@@ -87,7 +97,7 @@ def test_exact_posterior_makes_every_bound_exact():
     lw = model.log_weights(x, 10, seed=(1, 1)).numpy()
     np.testing.assert_allclose(lw, np.broadcast_to(exact_logpdf(x), lw.shape), atol=2e-4)
     # The closed-form-KL ELBO estimator log p(x|z) - KL is exact only in expectation.
-    draws = np.stack([model.elbo(x, seed=(2, r)).numpy() for r in range(400)])
+    draws = _draws(model.elbo, x, 400, seed=(2, 0))
     se = draws.std(0, ddof=1) / math.sqrt(len(draws))
     assert np.all(np.abs(draws.mean(0) - exact_logpdf(x)) < 4.5 * se + 1e-4)
 
@@ -125,9 +135,9 @@ def test_iwae_with_one_sample_is_the_vae_elbo_estimator():
     # With the closed-form KL the VAE's estimator differs per draw but not in expectation.
     vae, iwae = tiny("vae", seed=1, activation="tanh"), tiny("iwae", num_samples=1, seed=1, activation="tanh")
     iwae.set_weights(vae.get_weights())
-    a = np.mean([np.mean(iwae.iwae_bound(x, seed=(5, r))) for r in range(300)])
-    b = np.mean([np.mean(vae.elbo(x, seed=(5, r))) for r in range(300)])
-    spread = np.std([np.mean(iwae.iwae_bound(x, seed=(6, r))) for r in range(100)])
+    a = np.mean(_draws(iwae.iwae_bound, x, 300, seed=(5, 0)))
+    b = np.mean(_draws(vae.elbo, x, 300, seed=(5, 0)))
+    spread = np.std(_draws(iwae.iwae_bound, x, 100, seed=(6, 0)).mean(axis=1))
     assert abs(a - b) < 4 * spread / math.sqrt(300), (a, b)
 
 
@@ -269,6 +279,10 @@ def test_importance_sampling_on_the_discrete_mixture_of_gaussians():
     np.testing.assert_allclose(good.per_example, exact, atol=0.02)
     # Sampling z from the prior also converges, but each small-S estimate is far noisier.
     prior = DiscreteMixture("prior")
-    spread_prior = np.std([evaluate.log_likelihood(prior, x, num_samples=3, seed=s).per_example for s in range(30)], 0)
-    spread_good = np.std([evaluate.log_likelihood(model, x, num_samples=3, seed=s).per_example for s in range(30)], 0)
+
+    def three_sample_estimate(m):
+        return lambda x, seed: tf.reduce_logsumexp(m.log_weights(x, 3, seed=seed), axis=0) - math.log(3)
+
+    spread_prior = np.std(_draws(three_sample_estimate(prior), x, 30, seed=(1, 0)), 0)
+    spread_good = np.std(_draws(three_sample_estimate(model), x, 30, seed=(1, 0)), 0)
     assert np.median(spread_prior) > 5 * np.median(spread_good), (np.median(spread_prior), np.median(spread_good))
