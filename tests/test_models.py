@@ -67,7 +67,11 @@ def test_train_steps_on_a_fixed_batch_lower_the_loss(name):
     assert loss_after < 0.7 * loss_before, (loss_before, loss_after)
 
 
-@pytest.mark.parametrize("name", MODELS)
+# XLA compiles these convolution stacks slowly on CPU (~15 s each): their XLA check runs in the slow suite.
+XLA_SLOW = {"vq_vae2", "hierarchical_pixelcnn_prior"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in XLA_SLOW else n for n in MODELS])
 def test_jit_compile_trains(name):
     # The Monte-Carlo KL path (mixture prior) under XLA as well, where the model has a prior.
     model = tiny(name, **({"prior": "mixture"} if "prior" in vaezoo.model_info(name).schema else {}))
