@@ -16,10 +16,11 @@ code maps for the priors), for:
 
 All models are built and warmed up (traced, XLA-compiled) first; then the configurations are timed
 one after another in each of ``--repeats`` rounds, so that pairs are measured side by side, and
-the median over rounds is reported. Also: achieved GFLOP/s of the MLP VAE's training step
-(counted matmul FLOPs) against the measured throughput of the same matmuls alone, and the peak
-memory of training each model at batch 128 (a fresh process per model: peak RSS during ``fit``
-minus RSS before it, and the peak RSS of the whole process).
+the median over rounds is reported (for the headline ratios, also the median of the per-round
+ratios). Also: achieved GFLOP/s of the MLP VAE's training step (counted matmul FLOPs) against
+the measured throughput of the same matmuls alone, and the peak memory of training each model
+at batch 128 (a fresh process per model: peak RSS during ``fit`` minus RSS before it, and the
+peak RSS of the whole process).
 
     python benchmarks/throughput.py --data-dir ../shared/data --repeats 5 --out throughput.json
 """
@@ -263,6 +264,15 @@ def main():
         "vae Keras defaults / plain Keras defaults": by[("vae", "Keras defaults")] / plain,
         "plain XLA+32 / plain Keras defaults": by[("plain Keras VAE", "XLA + 32 steps/execution")] / plain,
     }
+    # The same ratios per round (the pair measured side by side), robust to the machine drifting between rounds.
+    rates = {(c.label, c.setting): c.rates for c in configs}
+    plain_rounds = rates[("plain Keras VAE", "Keras defaults")]
+    paired = {}
+    for key, (label, setting) in {"vae defaults / plain Keras defaults": ("vae", "defaults"),
+                                  "vae XLA off / plain Keras defaults": ("vae", "XLA off")}.items():
+        per_round = [a / b for a, b in zip(rates[(label, setting)], plain_rounds)]
+        paired[key] = {"median": statistics.median(per_round), "min": min(per_round), "max": max(per_round),
+                       "rounds": [round(r, 3) for r in per_round]}
     # IWAE: time per example relative to K=1, against the work of the encoder plus K decoders.
     iwae = vaezoo.get("iwae")
     enc = sum(np.prod(w.shape) for w in iwae.encoder.weights + iwae.posterior_layer.weights if len(w.shape) == 2)
@@ -282,7 +292,7 @@ def main():
         line = [l for l in proc.stdout.splitlines() if l.startswith("MEMORY")]
         memory.append(json.loads(line[-1][6:]) if line else {"model": name, "error": proc.stderr[-500:]})
     stall = teardown()
-    results = {"batch": BATCH, "repeats": args.repeats, "rows": rows, "ratios": ratios, "iwae": iwae_rows,
+    results = {"batch": BATCH, "repeats": args.repeats, "rows": rows, "ratios": ratios, "paired_ratios": paired, "iwae": iwae_rows,
                "gflops": gflops, "memory": memory, "teardown": stall, "tensorflow": tf.__version__, "keras": keras.__version__,
                "cpus": os.cpu_count()}
 
@@ -292,6 +302,8 @@ def main():
         print(f"| {r['model']} | {r['setting']} | {r['examples_per_s']} |")
     for k, v in ratios.items():
         print(f"{k}: {v:.2f}x")
+    for k, v in paired.items():
+        print(f"{k}, per round: median {v['median']:.2f}x (min {v['min']:.2f}, max {v['max']:.2f})")
     for r in iwae_rows:
         print(f"iwae K={r['K']}: time x{r['time_ratio']:.2f}, work x{r['work_ratio']:.2f}")
     for k, v in gflops.items():
