@@ -18,7 +18,8 @@ All models are built and warmed up (traced, XLA-compiled) first; then the config
 one after another in each of ``--repeats`` rounds, so that pairs are measured side by side, and
 the median over rounds is reported (for the headline ratios, also the median of the per-round
 ratios). Also: achieved GFLOP/s of the MLP VAE's training step (counted matmul FLOPs) against
-the measured throughput of the same matmuls alone, and the peak memory of training each model
+the throughput of the same matmuls alone, measured in every round beside the models
+(independent, and in sequence as in a step; see :class:`MatmulProbe`), and the peak memory of training each model
 at batch 128 (a fresh process per model: peak RSS during ``fit`` minus RSS before it, and the
 peak RSS of the whole process).
 
@@ -62,35 +63,57 @@ def vae_train_flops_per_example() -> int:
     return 3 * forward - 2 * VAE_DENSE[0][0] * VAE_DENSE[0][1]
 
 
-def matmul_gflops(batch: int = BATCH, repeats: int = 200) -> float:
-    """GFLOP/s of the VAE step's matmuls alone (same shapes: forward, input and weight gradients)."""
-    rng = np.random.default_rng(0)
-    shapes = []
-    for n, (i, o) in enumerate(VAE_DENSE):
-        shapes.append(((batch, i), (i, o)))  # forward
-        shapes.append(((i, batch), (batch, o)))  # weight gradient
-        if n:
-            shapes.append(((batch, o), (o, i)))  # input gradient
-    pairs = [(tf.constant(rng.standard_normal(a), tf.float32), tf.constant(rng.standard_normal(b), tf.float32))
-             for a, b in shapes]
-    flops = sum(2 * a[0] * a[1] * b[1] for a, b in shapes)
+class MatmulProbe:
+    """GFLOP/s of the VAE step's matmuls alone (same shapes: forward, input and weight gradients),
+    measured once per round beside the training configurations.
 
-    @tf.function
-    def run():
-        total = tf.constant(0.0)
-        for a, b in pairs:
-            total += tf.reduce_sum(tf.matmul(a, b)[:1, :1])
-        return total
+    ``in_sequence=False``: the matmuls are independent, so TensorFlow may run two at once (an upper
+    bound). ``in_sequence=True``: each matmul's input depends on the previous result, as in a
+    training step, where every layer waits for the one before it.
+    """
 
-    for _ in range(10):
-        run()
-    times = []
-    for _ in range(5):
+    def __init__(self, in_sequence: bool, batch: int = BATCH):
+        rng = np.random.default_rng(0)
+        shapes = []
+        for n, (i, o) in enumerate(VAE_DENSE):
+            shapes.append(((batch, i), (i, o)))  # forward
+            shapes.append(((i, batch), (batch, o)))  # weight gradient
+            if n:
+                shapes.append(((batch, o), (o, i)))  # input gradient
+        pairs = [(tf.constant(rng.standard_normal(a), tf.float32), tf.constant(rng.standard_normal(b), tf.float32))
+                 for a, b in shapes]
+        self.flops = sum(2 * a[0] * a[1] * b[1] for a, b in shapes)
+        self.label = "matmuls alone, " + ("in sequence" if in_sequence else "independent")
+        self.rates: list[float] = []
+        self.calls = 1
+
+        @tf.function
+        def run():
+            total = tf.constant(0.0)
+            for a, b in pairs:
+                if in_sequence:
+                    a = a + total * 0.0  # a data dependence on the previous matmul (negligible work)
+                total += tf.reduce_sum(tf.matmul(a, b)[:1, :1])
+            return total
+
+        self.run = run
+
+    def _time(self, calls: int) -> float:
         start = time.perf_counter()
-        for _ in range(repeats):
-            run()
-        times.append((time.perf_counter() - start) / repeats)
-    return flops / statistics.median(times) / 1e9
+        for _ in range(calls):
+            self.run().numpy()
+        return time.perf_counter() - start
+
+    def warm_up(self, target_s: float):
+        self._time(10)
+        self.calls = max(10, round(target_s / (self._time(20) / 20)))
+
+    def measure(self):
+        self.rates.append(self.flops * self.calls / self._time(self.calls) / 1e9)
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
 
 
 def batch_for(model, rng) -> object:
@@ -249,10 +272,11 @@ def main():
         return
 
     configs = build_configs(args)
-    for c in configs:
+    probes = [MatmulProbe(in_sequence=False), MatmulProbe(in_sequence=True)]
+    for c in configs + probes:
         c.warm_up(args.seconds)
-    for _ in range(args.repeats):  # alternate: every configuration once per round
-        for c in configs:
+    for _ in range(args.repeats):  # alternate: every configuration (and the matmul probes) once per round
+        for c in configs + probes:
             c.measure()
     rows = [{"model": c.label, "setting": c.setting, "steps": c.steps,
              "examples_per_s": round(c.rate), "rates": [round(r) for r in c.rates]} for c in configs]
@@ -281,10 +305,17 @@ def main():
                   "work_ratio": (enc + k * dec) / (enc + dec)} for k in IWAE_K]
     flops = vae_train_flops_per_example()
     gflops = {"vae_train_mflop_per_example": flops / 1e6,
-              "matmul_gflops_same_shapes": matmul_gflops(),
+              **{f"{p.label} (median)": p.rate for p in probes},
               **{f"{label} {setting}": by[(label, setting)] * flops / 1e9
                  for label, setting in [("vae", "defaults"), ("vae", "XLA off"), ("vae", "Keras defaults"),
                                         ("plain Keras VAE", "Keras defaults"), ("plain Keras VAE", "XLA + 32 steps/execution")]}}
+    # The step's share of the matmul rate, per round (the machine's speed drifts between rounds).
+    vae_rounds = [r * flops / 1e9 for r in rates[("vae", "defaults")]]
+    for p in probes:
+        per_round = [a / b for a, b in zip(vae_rounds, p.rates)]
+        paired[f"vae defaults GFLOP/s / {p.label}"] = {
+            "median": statistics.median(per_round), "min": min(per_round), "max": max(per_round),
+            "rounds": [round(r, 3) for r in per_round], "matmul_gflops_rounds": [round(r, 1) for r in p.rates]}
     memory = []
     for name in ("plain:Keras defaults", "plain:XLA + 32 steps/execution", "vae:Keras defaults", "vae",
                  *args.families):
@@ -307,7 +338,7 @@ def main():
     for r in iwae_rows:
         print(f"iwae K={r['K']}: time x{r['time_ratio']:.2f}, work x{r['work_ratio']:.2f}")
     for k, v in gflops.items():
-        print(f"{k}: {v:.1f}" + ("" if "mflop" in k or "matmul" in k else " GFLOP/s"))
+        print(f"{k}: {v:.1f}" + ("" if "mflop" in k else " GFLOP/s"))
     for m in memory:
         print(m)
     print(stall)
