@@ -24,6 +24,7 @@ at batch 128 (a fresh process per model: peak RSS during ``fit`` minus RSS befor
 peak RSS of the whole process).
 
     python benchmarks/throughput.py --data-dir ../shared/data --repeats 5 --out throughput.json
+    python benchmarks/throughput.py --report throughput.json   # the Markdown tables of docs/results.md
 """
 
 from __future__ import annotations
@@ -257,6 +258,30 @@ def peak_memory(name: str) -> dict:
             "training_peak_mb": round(peak - before, 1)}
 
 
+def render_markdown(results: dict) -> str:
+    """The results (as written by ``--out``) as the Markdown tables of docs/results.md."""
+    def table(header, rows):
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+                         + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+    out = [table(["model", "setting", "steps per measurement", f"examples/s (median of {results['repeats']})", "rounds"],
+                 [[r["model"], r["setting"], r["steps"], r["examples_per_s"], ", ".join(map(str, r["rates"]))]
+                  for r in results["rows"]]), "", "Ratios of the medians:", ""]
+    out += [f"- {k}: **{v:.2f}x**" for k, v in results["ratios"].items()]
+    out += ["", "Ratios per round (the two configurations measured side by side in each round):", ""]
+    out += [f"- {k}: median **{v['median']:.2f}x** (min {v['min']:.2f}, max {v['max']:.2f}; rounds "
+            f"{', '.join(f'{r:.2f}' for r in v['rounds'])})" for k, v in results["paired_ratios"].items()]
+    out += ["", table(["K", "time per example / K=1", "encoder + K decoders' weights / K=1"],
+                      [[r["K"], f"{r['time_ratio']:.2f}", f"{r['work_ratio']:.2f}"] for r in results["iwae"]])]
+    out += ["", "GFLOP/s (matmul FLOPs of the MLP VAE's training step; medians):", ""]
+    out += [f"- {k}: {v:.1f}" for k, v in results["gflops"].items()]
+    out += ["", table(["model", "setting", "RSS before fit (MB)", "peak RSS (MB)", "peak - before (MB)"],
+                      [[m["model"], m.get("setting", ""), m.get("rss_before_fit_mb", ""), m.get("peak_rss_mb", ""),
+                        m.get("training_peak_mb", m.get("error", ""))] for m in results["memory"]])]
+    out += ["", "Teardown: " + json.dumps(results["teardown"])]
+    return "\n".join(out)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=os.environ.get(data.DATA_DIR_ENV))
@@ -265,8 +290,12 @@ def main():
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=FAMILIES,
                         help="the other families to time (default: all)")
+    parser.add_argument("--report", metavar="JSON", help="print the Markdown tables of a results file and exit")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: one model's peak memory
     args = parser.parse_args()
+    if args.report:
+        print(render_markdown(json.loads(Path(args.report).read_text())))
+        return
     if args.memory_of:
         print("MEMORY" + json.dumps(peak_memory(args.memory_of)))
         return
@@ -327,21 +356,7 @@ def main():
                "gflops": gflops, "memory": memory, "teardown": stall, "tensorflow": tf.__version__, "keras": keras.__version__,
                "cpus": os.cpu_count()}
 
-    print(f"| model | setting | examples/s (median of {args.repeats}) |")
-    print("|---|---|---:|")
-    for r in rows:
-        print(f"| {r['model']} | {r['setting']} | {r['examples_per_s']} |")
-    for k, v in ratios.items():
-        print(f"{k}: {v:.2f}x")
-    for k, v in paired.items():
-        print(f"{k}, per round: median {v['median']:.2f}x (min {v['min']:.2f}, max {v['max']:.2f})")
-    for r in iwae_rows:
-        print(f"iwae K={r['K']}: time x{r['time_ratio']:.2f}, work x{r['work_ratio']:.2f}")
-    for k, v in gflops.items():
-        print(f"{k}: {v:.1f}" + ("" if "mflop" in k else " GFLOP/s"))
-    for m in memory:
-        print(m)
-    print(stall)
+    print(render_markdown(results))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
 
