@@ -258,6 +258,12 @@ def peak_memory(name: str) -> dict:
             "training_peak_mb": round(peak - before, 1)}
 
 
+def per_round_summary(per_round: list[float]) -> dict:
+    """Median, min, max and the values of a ratio measured once per round."""
+    return {"median": statistics.median(per_round), "min": min(per_round), "max": max(per_round),
+            "rounds": [round(r, 3) for r in per_round]}
+
+
 def render_markdown(results: dict) -> str:
     """The results (as written by ``--out``) as the Markdown tables of docs/results.md."""
     def table(header, rows):
@@ -323,9 +329,7 @@ def main():
     paired = {}
     for key, (label, setting) in {"vae defaults / plain Keras defaults": ("vae", "defaults"),
                                   "vae XLA off / plain Keras defaults": ("vae", "XLA off")}.items():
-        per_round = [a / b for a, b in zip(rates[(label, setting)], plain_rounds)]
-        paired[key] = {"median": statistics.median(per_round), "min": min(per_round), "max": max(per_round),
-                       "rounds": [round(r, 3) for r in per_round]}
+        paired[key] = per_round_summary([a / b for a, b in zip(rates[(label, setting)], plain_rounds)])
     # IWAE: time per example relative to K=1, against the work of the encoder plus K decoders.
     iwae = vaezoo.get("iwae")
     enc = sum(np.prod(w.shape) for w in iwae.encoder.weights + iwae.posterior_layer.weights if len(w.shape) == 2)
@@ -341,10 +345,9 @@ def main():
     # The step's share of the matmul rate, per round (the machine's speed drifts between rounds).
     vae_rounds = [r * flops / 1e9 for r in rates[("vae", "defaults")]]
     for p in probes:
-        per_round = [a / b for a, b in zip(vae_rounds, p.rates)]
         paired[f"vae defaults GFLOP/s / {p.label}"] = {
-            "median": statistics.median(per_round), "min": min(per_round), "max": max(per_round),
-            "rounds": [round(r, 3) for r in per_round], "matmul_gflops_rounds": [round(r, 1) for r in p.rates]}
+            **per_round_summary([a / b for a, b in zip(vae_rounds, p.rates)]),
+            "matmul_gflops_rounds": [round(r, 1) for r in p.rates]}
     memory = []
     for name in ("plain:Keras defaults", "plain:XLA + 32 steps/execution", "vae:Keras defaults", "vae",
                  *args.families):

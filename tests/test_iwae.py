@@ -62,12 +62,14 @@ def _draws(fn, x, reps, seed):
     return values.reshape(reps, len(x))
 
 
+def _k_sample_bound(model, k):
+    """The K-sample bound L_k per example, ``(x, seed) -> [B]``, from the model's importance log-weights."""
+    return lambda x, seed: tf.reduce_logsumexp(model.log_weights(x, k, seed=seed), axis=0) - math.log(k)
+
+
 def _mean_bound(model, x, k, reps=400):
     """E[L_k] per example, estimated by averaging `reps` independent L_k estimates; returns mean and s.e."""
-    def bound(x, seed):
-        return tf.reduce_logsumexp(model.log_weights(x, k, seed=seed), axis=0) - math.log(k)
-
-    values = _draws(bound, x, reps, seed=(7, k)).mean(axis=1)  # average over examples, per repetition
+    values = _draws(_k_sample_bound(model, k), x, reps, seed=(7, k)).mean(axis=1)  # average over examples, per repetition
     return values.mean(), values.std(ddof=1) / math.sqrt(reps)
 
 
@@ -279,10 +281,6 @@ def test_importance_sampling_on_the_discrete_mixture_of_gaussians():
     np.testing.assert_allclose(good.per_example, exact, atol=0.02)
     # Sampling z from the prior also converges, but each small-S estimate is far noisier.
     prior = DiscreteMixture("prior")
-
-    def three_sample_estimate(m):
-        return lambda x, seed: tf.reduce_logsumexp(m.log_weights(x, 3, seed=seed), axis=0) - math.log(3)
-
-    spread_prior = np.std(_draws(three_sample_estimate(prior), x, 30, seed=(1, 0)), 0)
-    spread_good = np.std(_draws(three_sample_estimate(model), x, 30, seed=(1, 0)), 0)
+    spread_prior = np.std(_draws(_k_sample_bound(prior, 3), x, 30, seed=(1, 0)), 0)
+    spread_good = np.std(_draws(_k_sample_bound(model, 3), x, 30, seed=(1, 0)), 0)
     assert np.median(spread_prior) > 5 * np.median(spread_good), (np.median(spread_prior), np.median(spread_good))
