@@ -1,0 +1,48 @@
+"""The throughput benchmark's baseline and counts: the plain Keras VAE is the network of ``vae``,
+and the FLOP count and matmul probe describe that network."""
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+import vaezoo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import throughput  # noqa: E402
+from plain_vae import PlainVAE  # noqa: E402
+
+
+def _kernels(model):
+    return [tuple(w.shape) for w in model.trainable_weights if len(w.shape) == 2]
+
+
+def test_plain_baseline_is_the_network_of_vae():
+    zoo, plain = vaezoo.get("vae", seed=0), PlainVAE(seed=1)
+    assert Counter(_kernels(zoo)) == Counter(_kernels(plain))
+    # With the zoo's weights copied over (matched by shape), both reconstruct identically.
+    by_shape = {}
+    for w in zoo.trainable_weights:
+        by_shape.setdefault(tuple(w.shape), []).append(w)
+    for w in plain.trainable_weights:
+        w.assign(by_shape[tuple(w.shape)].pop(0))
+    x = (np.random.default_rng(0).random((4, 28, 28, 1)) < 0.2).astype("float32")
+    np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(zoo(x)), atol=1e-5)
+
+
+def test_flop_count_and_matmul_probe_match_the_vae_layers():
+    assert Counter(throughput.VAE_DENSE) == Counter(_kernels(vaezoo.get("vae")))
+    # Forward, weight gradient, input gradient (none for the first layer): 2*in*out each.
+    forward = sum(2 * i * o for i, o in throughput.VAE_DENSE)
+    assert throughput.vae_train_flops_per_example() == 3 * forward - 2 * 784 * 512
+    for in_sequence in (False, True):
+        probe = throughput.MatmulProbe(in_sequence=in_sequence)
+        assert probe.flops == throughput.BATCH * throughput.vae_train_flops_per_example()
+        assert np.isfinite(float(probe.run()))
+
+
+def test_per_round_summary():
+    summary = throughput.per_round_summary([1.5, 1.2, 1.8])
+    assert (summary["median"], summary["min"], summary["max"]) == (1.5, 1.2, 1.8)
+    assert summary["rounds"] == [1.5, 1.2, 1.8]
