@@ -79,11 +79,12 @@ def test_types_are_coerced_from_yaml():
 
 
 def test_bad_choice_values_name_the_valid_ones():
-    with pytest.raises(ValueError, match="Unknown likelihood 'gauss'.*bernoulli"):
+    # Checked where the value enters (get_config), naming key, valid choices and value.
+    with pytest.raises(ConfigError, match="'likelihood'.*one of bernoulli.*got 'gauss'"):
         vaezoo.get("vae", likelihood="gauss")
-    with pytest.raises(ValueError, match="Unknown prior 'laplace'.*mixture"):
-        vaezoo.get("vae", prior="laplace")
-    with pytest.raises(ValueError, match="Unknown architecture 'rnn'.*conv"):
+    with pytest.raises(ConfigError, match="'prior'.*one of normal.*mixture.*got 'laplace'"):
+        vaezoo.get_config("vae", prior="laplace")
+    with pytest.raises(ConfigError, match="'architecture'.*one of mlp, conv.*got 'rnn'"):
         vaezoo.get("vae", architecture="rnn")
     with pytest.raises(ValueError, match="divisible by 4"):
         vaezoo.get("vae_conv", data_shape=[30, 30, 1])
@@ -120,3 +121,23 @@ def test_source_checkout_without_install_finds_its_configs(tmp_path):
     path, beta = proc.stdout.split()[-2:]
     # (An editable install of vaezoo in this environment may map vaezoo.zoo_configs elsewhere.)
     assert path.endswith("zoo_configs/beta_vae.yaml") and float(beta) == 4.0
+
+
+def test_training_key_choices_are_the_ones_the_code_reads():
+    from vaezoo import data, training
+
+    assert tuple(training.OPTIMIZERS) == config.OPTIMIZER_NAMES
+    assert training.PRECISIONS == config.PRECISIONS and data.BINARIZE == config.BINARIZE
+
+
+def test_malformed_yaml_file_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("latent_dim: 4\nhidden_units: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*not valid YAML.*line 3"):
+        config.load_yaml(path)
+
+
+@pytest.mark.parametrize("raw,value", [("1e-3", 0.001), ("1E5", 1e5), ("-2.5e-1", -0.25), ("[1e-3, 2]", [0.001, 2]),
+                                       ("mlp", "mlp"), ("true", True), ("16", 16)])
+def test_cli_values_parse_as_a_person_means_them(raw, value):
+    assert config.parse_value(raw) == value

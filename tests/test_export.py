@@ -317,4 +317,4 @@ def test_cli_exports_saved_model_and_tflite(tmp_path, capsys):
     assert "invalid choice: 'onnx'" in capsys.readouterr().err
     assert cli.main(["export", "vae", "--checkpoint", str(tmp_path / "vq.keras"), "--out", str(out),
                      "--format", "saved_model"]) == 2
-    assert "is a VQVAE, not a 'vae' (VAE)" in capsys.readouterr().err
+    assert "holds a 'vq_vae' model, not 'vae'" in capsys.readouterr().err

@@ -225,7 +225,7 @@ def test_score_function_trains_and_its_surrogate_adds_nothing_to_the_loss():
 
 
 def test_unknown_gradient_estimator():
-    with pytest.raises(ValueError, match="Unknown gradient_estimator 'reinforce'.*score_function"):
+    with pytest.raises(ValueError, match="'gradient_estimator'.*one of reparameterization, score_function.*'reinforce'"):
         vaezoo.get("vae", gradient_estimator="reinforce")
 
 

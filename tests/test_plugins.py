@@ -82,3 +82,34 @@ def test_cli_list_shows_the_package_of_each_model(plugin_path):
     assert rows["demo_tiny_vae"][-1] == "vaezoo-demo-plugin"
     assert rows["beta_vae"][-1] == "vaezoo"
     assert "failed to load" in proc.stderr  # the broken plugin's warning, on stderr
+
+
+def test_a_plugin_that_exits_or_replaces_a_builtin_only_warns(plugin_path):
+    proc = _run(["-m", "vaezoo", "list"], plugin_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "demo_tiny_vae" in proc.stdout and "beta_vae" in proc.stdout
+    assert "'exits'" in proc.stderr and "SystemExit: 3" in proc.stderr  # skipped, named, and the zoo lists
+    assert "package 'vaezoo-demo-plugin' replaces the model 'vae_conv' of package 'vaezoo'" in proc.stderr
+
+
+FACTORY = r"""
+import sys, vaezoo
+model = vaezoo.get("demo_factory_vae", name="my_vae")   # a factory that delegates to vaezoo.get
+assert model.name == "my_vae" and model.registry_name == "demo_factory_vae", (model.name, model.registry_name)
+assert model.latent_dim == 2
+vaezoo.get("demo_class_vae").save(sys.argv[1])
+"""
+
+
+def test_factory_delegating_to_get_and_exporting_a_plugin_checkpoint(plugin_path, tmp_path):
+    checkpoint = tmp_path / "plug.keras"
+    proc = _run(["-c", FACTORY, str(checkpoint)], plugin_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The checkpoint holds a class of the plugin: export loads the plugins before the checkpoint.
+    proc = _run(["-m", "vaezoo", "export", "demo_class_vae", "--checkpoint", str(checkpoint), "--format",
+                 "saved_model", "--out", str(tmp_path / "exports")], plugin_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "exports" / "demo_class_vae" / "1" / "saved_model.pb").is_file()
+    proc = _run(["-m", "vaezoo", "export", "vae", "--checkpoint", str(checkpoint), "--format", "saved_model",
+                 "--out", str(tmp_path / "exports")], plugin_path)
+    assert proc.returncode == 2 and "holds a 'demo_class_vae' model, not 'vae'" in proc.stderr

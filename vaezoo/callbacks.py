@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 
 
@@ -46,3 +48,67 @@ class KLWarmup(keras.callbacks.Callback):
         # this callback keep that weight.
         self.model.kl_weight.assign(self.weight_at(int(self.model.optimizer.iterations.numpy())))
         self.model.kl_warmup_steps.assign(0.0)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a non-finite loss (or weights); raised by :class:`TerminateOnNonFinite`.
+
+    Attributes: ``epoch`` and ``step`` (0-based; the step is the last one of the execution in
+    which it was seen), ``name`` of the value and the ``value`` itself, ``learning_rate``.
+    """
+
+    def __init__(self, epoch: int, step: int | None, name: str, value: float, learning_rate: float | None = None,
+                 steps_per_execution: int = 1):
+        self.epoch, self.step, self.name, self.value = epoch, step, name, value
+        self.learning_rate = learning_rate
+        where = f"epoch {epoch + 1}" + ("" if step is None else f", step {step + 1}")
+        if step is not None and steps_per_execution > 1:
+            where += f" (one of steps {max(step + 2 - steps_per_execution, 1)}-{step + 1}: {steps_per_execution} run per execution)"
+        lr = "" if learning_rate is None else f" (now {learning_rate:g})"
+        super().__init__(
+            f"training diverged: {name} = {value} at {where}. Usual causes: a learning rate too high{lr}; inputs "
+            "outside the likelihood's support (Bernoulli likelihoods need values in [0, 1]: divide 8-bit images by "
+            "255); a very large beta or gamma. No checkpoint or model was written from the non-finite weights: "
+            "the last good checkpoint is kept and can be resumed."
+        )
+
+
+class TerminateOnNonFinite(keras.callbacks.Callback):
+    """Stop training at the first non-finite loss or metric, raising :class:`NonFiniteLossError`.
+
+    Unlike Keras' ``TerminateOnNaN``, which only sets ``stop_training`` (and lets checkpoint
+    callbacks write the NaN weights at the epoch's end), this raises, so no later callback of
+    the epoch runs: put it first in the list. With several steps per execution the loss is
+    checked once per execution (the running mean is non-finite from the bad step on).
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def _check(self, logs, step):
+        logs = logs or {}
+        for name in sorted(logs, key=lambda k: k != "loss"):  # the loss first
+            value = logs[name]
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue
+            if not math.isfinite(number):
+                raise NonFiniteLossError(
+                    epoch=getattr(self, "_epoch", 0), step=step, name=name, value=number,
+                    learning_rate=_learning_rate(self.model),
+                    steps_per_execution=int(getattr(self.model, "steps_per_execution", 1) or 1),
+                )
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs, batch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, None)
+
+
+def _learning_rate(model):
+    try:
+        return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    except Exception:  # noqa: BLE001  (a schedule or no optimizer)
+        return None

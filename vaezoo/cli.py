@@ -10,18 +10,29 @@
     vaezoo train pixelcnn_prior --vqvae runs/vq_vae/model.keras      # a prior over a VQ-VAE's codes
     vaezoo sample vq_vae --checkpoint runs/vq_vae/model.keras --prior runs/pixelcnn_prior/model.keras --out g.png
     vaezoo train hierarchical_pixelcnn_prior --vqvae runs/vq_vae2/model.keras   # the same for VQ-VAE-2
-    vaezoo export vae --checkpoint runs/vae/model.keras --format saved_model     # savedmodels/vae/<version>/
+    vaezoo export vae --checkpoint runs/vae/model.keras --format saved_model     # exports/vae/<version>/
     vaezoo export vae --checkpoint runs/vae/model.keras --format tflite --quantize float16
 
-``train`` shows Keras' progress bar, writes TensorBoard logs, a checkpoint after every epoch,
-and resumes an interrupted run in the same ``--out`` folder where it stopped.
+``train`` shows Keras' progress bar, writes TensorBoard logs and a crash-safe run folder
+(:mod:`vaezoo.runs`), and resumes an interrupted run in the same ``--out`` folder where it stopped.
+A mistake is one line on stderr and exit status 2 (``--debug`` shows the traceback); a run stopped by
+a non-finite loss exits with 3.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
+import select
+import shutil
+import signal
+import subprocess
 import sys
+import time
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,7 +42,8 @@ import yaml
 
 import vaezoo
 from vaezoo import config as zconfig
-from vaezoo import data, distribute, evaluate, export, images, training
+from vaezoo import callbacks as callbacks_module
+from vaezoo import data, distribute, evaluate, export, fileio, images, runs, training
 
 VALIDATION_SPLIT = {"binarized_mnist": "valid"}
 
@@ -98,11 +110,64 @@ def cmd_config(args) -> int:
     return 0
 
 
+def _run_description(args, cfg) -> dict[str, Any]:
+    """What identifies a run: resuming it with anything else is refused (``epochs`` may grow)."""
+    return {"model": args.name,
+            "config": yaml.safe_load(_config_yaml(cfg)),
+            "args": {"limit": args.limit, "kl_warmup": args.kl_warmup or 0, "vqvae": args.vqvae}}
+
+
+def _out_folder(path: str) -> Path:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"--out {path} is a file, not a folder; pass a folder for the run.") from None
+    except NotADirectoryError:
+        raise UsageError(f"--out {path} cannot be created: a part of the path is a file, not a folder.") from None
+    except PermissionError:
+        raise UsageError(f"--out {path} cannot be created: permission denied.") from None
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"--out {path} is not writable.")
+    return out
+
+
+def _existing_run(out: Path) -> dict | None:
+    """The description of the run already in ``out`` (from state.json, else config.yaml), or None."""
+    try:
+        state = runs.read_state(out)
+    except runs.RunError as exc:
+        warnings.warn(f"{exc}; checking the run against config.yaml instead.", runs.RunWarning, stacklevel=2)
+        state = None
+    if state is not None and "config" in state:
+        return state
+    config_file = out / runs.CONFIG_FILE
+    if config_file.is_file():
+        try:
+            cfg = zconfig.load_yaml(config_file)
+        except (zconfig.ConfigError, OSError):
+            return None
+        return {"config": cfg, "epochs_done": (state or {}).get("epochs_done", 0), "finished": False}
+    return None
+
+
 def cmd_train(args) -> int:
     overrides = _overrides(args)
     cfg = vaezoo.get_config(args.name, **overrides)
+    out = _out_folder(args.out or os.path.join("runs", args.name))
+    with runs.RunLock(out) as lock:  # before anything in the folder is read or written
+        return _train(args, cfg, overrides, out, lock)
+
+
+def _train(args, cfg, overrides, out: Path, lock: runs.RunLock) -> int:
+    fileio.clean_partials(out)  # what a killed writer left (the run's real files are whole)
+    if lock.previous and lock.previous.get("pid") != os.getpid():
+        print(f"took over the lock of an earlier run that ended without releasing it "
+              f"(pid {lock.previous.get('pid')}, started {lock.previous.get('started')})")
     # First, before other TensorFlow ops: MultiWorkerMirroredStrategy must start its cluster then.
+    _tell_supervisor(b"w")  # multi_worker: waiting for the other workers starts here ...
     strategy = distribute.strategy(args.strategy)
+    _tell_supervisor(b"r", last=True)  # ... and ends here
     if distribute.is_mirrored(strategy):
         print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas in sync; "
               f"the global batch of {cfg['batch_size']} is split over them")
@@ -114,10 +179,10 @@ def cmd_train(args) -> int:
     if args.vqvae:  # a prior over codes: train on the codes of a trained VQ-VAE
         vqvae = _load_checkpoint(args.vqvae)
         if not hasattr(vqvae, "prior_config"):
-            raise ValueError(f"--vqvae {args.vqvae} is a {type(vqvae).__name__}, not a VQ-VAE.")
+            raise UsageError(f"--vqvae {args.vqvae} is a {type(vqvae).__name__}, not a VQ-VAE.")
         tie = vqvae.prior_config()  # the code shapes and codebook size the prior must model
         if not set(tie) <= set(vaezoo.model_info(args.name).schema):
-            raise ValueError(
+            raise UsageError(
                 f"{args.name!r} cannot model the codes of a {type(vqvae).__name__} (--vqvae {args.vqvae}); "
                 f"its prior is {vqvae.prior_name!r}: vaezoo train {vqvae.prior_name} --vqvae {args.vqvae}"
             )
@@ -129,32 +194,75 @@ def cmd_train(args) -> int:
         if tuple(cfg["data_shape"]) != shape:
             print(f"data_shape {tuple(cfg['data_shape'])} -> {shape} to match dataset {cfg['dataset']!r}")
             cfg = vaezoo.get_config(args.name, **overrides, data_shape=list(shape))
-    out = Path(args.out or os.path.join("runs", args.name))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(_config_yaml(cfg))
+
+    # The run already in the folder: refuse another config before touching any file; a finished
+    # run is left alone unless asked to train longer.
+    description = _run_description(args, cfg)
+    previous = None if args.overwrite else _existing_run(out)
+    if previous is not None:
+        differences = runs.config_differences({k: previous.get(k) for k in description if k in previous},
+                                              {k: v for k, v in description.items() if k in previous})
+        if differences:
+            raise UsageError(f"--out {out} holds a run with another config ({'; '.join(differences)}). Resume it with "
+                             "its own settings, pass --overwrite to replace it, or use another --out.")
+        done = previous.get("epochs_done", 0)
+        if previous.get("finished") and cfg["epochs"] <= done and (out / runs.MODEL_FILE).is_file():
+            print(f"{out} holds a finished run of {args.name} ({done} epochs); nothing to do. Pass --epochs N with "
+                  f"N > {done} to train on, or --overwrite to start again.")
+            return 0
+
     with strategy.scope():
         model = training.compile_model(vaezoo.get(args.name, **cfg), cfg)
-    callbacks = training.standard_callbacks(out)
+
+    def write_config(folder):
+        fileio.atomic_write_text(folder / runs.CONFIG_FILE, _config_yaml(cfg))
+
+    callbacks = training.standard_callbacks(out, run_info=description, fresh=args.overwrite, on_commit=write_config)
+    checkpoint = next(c for c in callbacks if isinstance(c, runs.RunCheckpoint))
+    if args.overwrite and (out / "logs").is_dir():
+        shutil.rmtree(out / "logs")  # the TensorBoard curves of the replaced run
     if args.kl_warmup:
         callbacks.append(vaezoo.callbacks.KLWarmup(args.kl_warmup))
-    # The tf.data pipeline shuffles itself; shuffle=False only stops Keras warning about it.
-    model.fit(
-        train_ds, epochs=cfg["epochs"], validation_data=val_ds, callbacks=callbacks, verbose=args.verbose, shuffle=False
-    )
-    model.save(out / "model.keras")
+    callbacks.append(_ReportResume(checkpoint))
+    model.fit(train_ds, epochs=cfg["epochs"], validation_data=val_ds, callbacks=callbacks, verbose=args.verbose)
+    with fileio.atomic_path(out / runs.MODEL_FILE) as tmp:
+        model.save(tmp)
     if vqvae is not None:  # images decoded from codes that the trained prior draws
         written = _write_samples(vqvae, out / "samples.png", None, args.seed, prior=model)
     else:
         written = _write_samples(model, out / "samples.png", val_ds, args.seed)
-    print(f"saved {out / 'model.keras'}; wrote {', '.join(map(str, written))}; TensorBoard logs in {out / 'logs'}")
+    runs.mark_finished(out, cfg["epochs"])
+    print(f"saved {out / runs.MODEL_FILE}; wrote {', '.join(map(str, written))}; TensorBoard logs in {out / 'logs'}")
     return 0
 
 
-def _load_checkpoint(path):
+class _ReportResume(keras.callbacks.Callback):
+    """Says where a resumed run starts (after RunCheckpoint has restored it)."""
+
+    def __init__(self, checkpoint: runs.RunCheckpoint):
+        super().__init__()
+        self.checkpoint = checkpoint
+
+    def on_train_begin(self, logs=None):
+        if self.checkpoint.restored_from is not None:
+            print(f"resuming at epoch {self.checkpoint.epochs_done + 1} from {self.checkpoint.restored_from}")
+
+
+def _load_checkpoint(path, expect: str | None = None):
+    """Load a ``.keras`` file (plugins first, so their classes are known); with ``expect``, refuse a
+    checkpoint of another registered model than ``expect``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist (expected a .keras file written by vaezoo train).")
-    model = keras.models.load_model(path)
+    vaezoo.load_plugins()
+    try:
+        model = keras.models.load_model(path)
+    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"Checkpoint {path} cannot be loaded ({type(exc).__name__}: {str(exc)[:300]}).") from None
+    held = getattr(model, "registry_name", None) or model.name
+    if expect is not None and held != expect:
+        raise UsageError(f"--checkpoint {path} holds a {held!r} model, not {expect!r}; name the model it holds "
+                         f"(vaezoo ... {held} --checkpoint {path}) or pass a checkpoint of {expect!r}.")
     if not model.compiled:  # saved before compile(): evaluate() still needs a compiled model
         model.compile()
     return model
@@ -162,9 +270,9 @@ def _load_checkpoint(path):
 
 def cmd_evaluate(args) -> int:
     cfg = vaezoo.get_config(args.name, **_overrides(args))
-    model = _load_checkpoint(args.checkpoint)
+    model = _load_checkpoint(args.checkpoint, expect=args.name)
     if args.num_samples and not hasattr(model, "log_weights"):
-        raise ValueError(
+        raise UsageError(
             f"--num-samples estimates log p(x) for continuous-latent models (VAE, BetaVAE, IWAE); "
             f"{type(model).__name__} has discrete codes."
         )
@@ -183,7 +291,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_sample(args) -> int:
     cfg = vaezoo.get_config(args.name, **_overrides(args))
-    model = _load_checkpoint(args.checkpoint)
+    model = _load_checkpoint(args.checkpoint, expect=args.name)
     try:
         test_ds = _dataset(cfg, VALIDATION_SPLIT.get(cfg["dataset"], "test"), args, shuffle=False)
     except FileNotFoundError as exc:
@@ -196,22 +304,21 @@ def cmd_sample(args) -> int:
 
 
 def cmd_export(args) -> int:
-    model = _load_checkpoint(args.checkpoint)
-    builder = vaezoo.model_info(args.name).builder
-    if isinstance(builder, type) and not isinstance(model, builder):
-        raise ValueError(f"--checkpoint {args.checkpoint} is a {type(model).__name__}, not a {args.name!r} "
-                         f"({builder.__name__}); name the export after the model it holds.")
+    vaezoo.model_info(args.name)  # an unknown name fails here, with close names
+    model = _load_checkpoint(args.checkpoint, expect=args.name)
     prior = _load_checkpoint(args.prior) if args.prior else None
     signatures = args.signatures.split(",") if args.signatures else None
     if args.format == "saved_model":
         if args.quantize:
             raise ValueError("--quantize applies to --format tflite; a SavedModel keeps float32 weights.")
-        path = export.saved_model(model, args.out, args.version, name=args.name, signatures=signatures, prior=prior)
+        path = export.saved_model(model, args.out, args.version, name=args.name, signatures=signatures, prior=prior,
+                                  overwrite=args.overwrite)
         names = list(export.load_exported(path).signatures)
     else:
         suffix = f".{args.quantize}" if args.quantize else ""
         path = Path(args.out) / args.name / f"{args.name}{suffix}.tflite"
-        path = export.tflite(model, path, signatures or export.DEFAULT_SIGNATURES, quantize=args.quantize, prior=prior)
+        path = export.tflite(model, path, signatures or export.DEFAULT_SIGNATURES, quantize=args.quantize, prior=prior,
+                             overwrite=args.overwrite)
         names = list(export.load_exported(path).signatures)
     print(f"wrote {path} ({path.stat().st_size if path.is_file() else _folder_size(path)} bytes; "
           f"signatures: {', '.join(names)})")
@@ -222,11 +329,48 @@ def _folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaezoo", description="A model zoo of variational autoencoders.")
+    parser.add_argument("--version", action="version", version=f"vaezoo {vaezoo.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="list registered models and the package each comes from")
+    def add_parser(name, **kwargs):
+        p = sub.add_parser(name, **kwargs)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+        return p
+
+    p = add_parser("list", help="list registered models and the package each comes from")
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. '*vae*'")
     p.set_defaults(func=cmd_list)
 
@@ -238,49 +382,56 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, dest="batch_size")
         p.add_argument("--binarize", choices=data.BINARIZE)
         p.add_argument("--seed", type=int, default=None)
-        p.add_argument("--limit", type=int, default=None, help="use only the first N examples")
+        p.add_argument("--limit", type=_positive_int, default=None, help="use only the first N examples")
         p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras verbosity")
         if checkpoint:
             p.add_argument("--checkpoint", required=True, help="a .keras file written by `vaezoo train`")
 
-    p = sub.add_parser("config", help="show a model's full config")
+    p = add_parser("config", help="show a model's full config")
     common(p)
     p.set_defaults(func=cmd_config)
 
-    p = sub.add_parser("train", help="train a model with model.fit")
+    p = add_parser("train", help="train a model with model.fit")
     common(p)
     p.add_argument("--epochs", type=int)
-    p.add_argument("--out", help="run folder (default runs/NAME); rerun to resume an interrupted run")
+    p.add_argument("--out", help="run folder (default runs/NAME); rerun the same command to resume an interrupted run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (its files are replaced once the new run has a checkpoint)")
     p.add_argument("--strategy", default="default", choices=distribute.STRATEGIES,
                    help="tf.distribute strategy: one device, all local devices (mirrored), or the workers of "
                         "TF_CONFIG (multi_worker). XLA and steps per execution: --set jit_compile=auto|true|false, "
                         "--set steps_per_execution=N")
-    p.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS", help="anneal the KL weight over STEPS")
+    p.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                   help="multi_worker: give up waiting for the other workers after SECONDS (default: wait)")
+    p.add_argument("--kl-warmup", type=_non_negative_int, default=0, metavar="STEPS",
+                   help="anneal the KL weight over STEPS")
     p.add_argument("--vqvae", metavar="CHECKPOINT",
                    help="for a prior over codes (pixelcnn_prior for vq_vae, hierarchical_pixelcnn_prior for "
                         "vq_vae2): the trained VQ-VAE whose codes it learns")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="test-set ELBO and its parts")
+    p = add_parser("evaluate", help="test-set ELBO and its parts")
     common(p, checkpoint=True)
     p.add_argument("--split", default="test")
-    p.add_argument("--num-samples", type=int, default=0, metavar="S",
+    p.add_argument("--num-samples", type=_non_negative_int, default=0, metavar="S",
                    help="also estimate log p(x) with S importance samples (e.g. 5000)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("sample", help="PNG grids of samples and reconstructions")
+    p = add_parser("sample", help="PNG grids of samples and reconstructions")
     common(p, checkpoint=True)
     p.add_argument("--out", required=True, help="PNG path; reconstructions go beside it")
     p.add_argument("--prior", metavar="CHECKPOINT", help="VQ-VAE only: its trained prior (`vaezoo train PRIOR --vqvae ...`) to draw the codes")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("export", help="write a SavedModel (TF Serving layout) or a TFLite model")
+    p = add_parser("export", help="write a SavedModel (TF Serving layout) or a TFLite model")
     p.add_argument("name", help="registered model name: the served model's name")
     p.add_argument("--checkpoint", required=True, help="a .keras file written by `vaezoo train`")
     p.add_argument("--format", required=True, choices=("saved_model", "tflite"))
     p.add_argument("--quantize", choices=[q for q in export.QUANTIZATIONS if q], help="TFLite only")
-    p.add_argument("--out", default="savedmodels", help="SavedModels go to OUT/NAME/VERSION, TFLite to OUT/NAME/")
-    p.add_argument("--version", type=int, help="SavedModel version (default: the next free one)")
+    p.add_argument("--out", default="exports", help="SavedModels go to OUT/NAME/VERSION, TFLite to OUT/NAME/ "
+                                                   "(default: ./exports)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export of the same path")
+    p.add_argument("--version", type=_positive_int, help="SavedModel version (default: the next free one)")
     p.add_argument("--signatures", help="comma-separated endpoints (default: all for SavedModel; "
                                        "encode,decode,sample_from_noise for TFLite)")
     p.add_argument("--prior", metavar="CHECKPOINT", help="VQ-VAE only: its trained prior, exported for sampling")
@@ -288,14 +439,133 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class UsageError(ValueError):
+    """A mistake in what the user asked for; the CLI prints it as one line."""
+
+
+#: Errors that are the user's to fix: one line, exit status 2 (``--debug`` shows the traceback).
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError, TypeError)
+#: Exit status of a run stopped by a non-finite loss.
+DIVERGED = 3
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        return (f"no space left on the device{where}. Nothing half-written was kept; free some space and rerun the "
+                "same command (a training run resumes from its last checkpoint).")
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    previous_format = warnings.formatwarning
+    if not args.debug:  # warnings as one line each, like the errors
+        warnings.formatwarning = lambda message, category, *rest, **kw: f"vaezoo: warning: {message}\n"
+    try:
+        return _main(argv, args)
+    finally:
+        warnings.formatwarning = previous_format
+
+
+def _main(argv: list[str], args) -> int:
+    if args.command == "train" and args.strategy == "multi_worker" and not os.environ.get(_SUPERVISED_ENV):
+        return _supervise(argv, args)
     try:
         return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError, FileExistsError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"vaezoo {args.command}: error: {message}", file=sys.stderr)
+    except callbacks_module.NonFiniteLossError as exc:
+        if args.debug:
+            raise
+        print(f"vaezoo {args.command}: error: {exc}", file=sys.stderr)
+        return DIVERGED
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"vaezoo {args.command}: interrupted" + ("; rerun the same command to resume from the last checkpoint."
+                                                       if args.command == "train" else "."), file=sys.stderr)
+        return 130
+    except (*USER_ERRORS, OSError) as exc:
+        if args.debug or (isinstance(exc, OSError) and type(exc) is not OSError and not isinstance(exc, USER_ERRORS)):
+            raise
+        print(f"vaezoo {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 2
+
+
+# ---- multi_worker: a supervisor that can always be interrupted --------------------------------
+#
+# MultiWorkerMirroredStrategy() blocks in C++, holding the GIL, until every worker of TF_CONFIG has
+# connected, and TensorFlow's own SIGTERM handler swallows SIGTERM: no signal handler or thread of
+# the waiting process runs. So `vaezoo train --strategy multi_worker` runs the training in a child
+# process and supervises it from one that stays responsive: SIGINT/SIGTERM (or --timeout) while the
+# child still waits for its peers stop it at once, naming the peers; afterwards signals are passed on.
+
+_SUPERVISED_ENV = "VAEZOO_SUPERVISED_FD"
+
+
+def _tell_supervisor(message: bytes, last: bool = False) -> None:
+    fd = os.environ.get(_SUPERVISED_ENV)
+    if fd:
+        with contextlib.suppress(OSError):
+            os.write(int(fd), message)
+            if last:
+                os.close(int(fd))
+        if last:
+            del os.environ[_SUPERVISED_ENV]
+
+
+def _supervise(argv: list[str], args) -> int:
+    peers = distribute.peers()
+    waiting_for = ", ".join(peers) or "the workers of TF_CONFIG"
+    read_fd, write_fd = os.pipe()
+    env = {**os.environ, _SUPERVISED_ENV: str(write_fd)}
+    child = subprocess.Popen([sys.executable, "-m", "vaezoo", *argv], env=env, pass_fds=(write_fd,))
+    os.close(write_fd)
+    caught: list[int] = []
+    handlers = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    waiting_since, ready, pipe_open = None, False, True
+    try:
+        while child.poll() is None:
+            if pipe_open:
+                readable, _, _ = select.select([read_fd], [], [], 0.2)
+                if readable:
+                    message = os.read(read_fd, 16)
+                    pipe_open = bool(message)  # b"": the child closed it (ready, or ending)
+                    if b"w" in message:
+                        waiting_since = time.monotonic()
+                        print(f"vaezoo train: waiting for the other workers to connect ({waiting_for})",
+                              file=sys.stderr, flush=True)
+                    ready = ready or b"r" in message
+            else:
+                time.sleep(0.2)
+            if caught and not ready:
+                _stop(child)
+                what = "waiting for the other workers to connect" if waiting_since else "starting"
+                print(f"vaezoo train: interrupted while {what} ({waiting_for}).", file=sys.stderr)
+                return 128 + caught[0]
+            if caught:
+                child.send_signal(caught.pop())
+            if not ready and waiting_since and args.timeout and time.monotonic() - waiting_since > args.timeout:
+                _stop(child)
+                print(f"vaezoo train: error: timed out after {args.timeout:g} s waiting for the other workers to "
+                      f"connect ({waiting_for}); start them with the same TF_CONFIG cluster, or check the addresses.",
+                      file=sys.stderr)
+                return 2
+        return child.wait()
+    finally:
+        os.close(read_fd)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+
+
+def _stop(child: subprocess.Popen) -> None:
+    child.kill()  # it cannot handle signals while it waits
+    child.wait()
 
 
 if __name__ == "__main__":

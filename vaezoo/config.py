@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
+import re
 import types
 import typing
 from importlib import resources
@@ -29,7 +31,56 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A config key is unknown or its value has the wrong type."""
+    """A config key is unknown, or its value has the wrong type or lies outside its valid range."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Valid numbers of a config key: ``low <= v`` (or ``<``), ``v <= high`` (or ``<``); applied to
+    every item of a list or tuple value. Floats must also be finite."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def accepts(self, value) -> bool:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return all(self._accepts(v) for v in items if isinstance(v, (int, float)) and not isinstance(v, bool))
+
+    def _accepts(self, v) -> bool:
+        if not math.isfinite(v):
+            return False
+        if self.low is not None and (v <= self.low if self.low_open else v < self.low):
+            return False
+        return self.high is None or (v < self.high if self.high_open else v <= self.high)
+
+    def __str__(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(parts) or "finite"
+
+
+@dataclasses.dataclass(frozen=True)
+class OneOf:
+    """Valid values of a config key: one of ``choices``."""
+
+    choices: tuple
+
+    def accepts(self, value) -> bool:
+        return value in self.choices
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(map(str, self.choices))
+
+
+AT_LEAST_1 = Range(1)
+NON_NEGATIVE = Range(0)
+POSITIVE = Range(0, low_open=True)
+FINITE = Range()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,26 +91,32 @@ class Field:
     annotation: Any
     default: Any
     training: bool  # True: used by compile/fit/data; False: passed to the model builder
+    constraint: Range | OneOf | None = None  # the valid values, beyond the type
 
 
 REQUIRED = inspect.Parameter.empty
 
+#: Choices of the training keys, used wherever those keys are read (training, data, CLI).
+OPTIMIZER_NAMES = ("adam", "adamw", "rmsprop", "sgd")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+BINARIZE = ("dynamic", "none")
+
 # Keys that configure training rather than the model. Passed to the CLI and to
 # :func:`vaezoo.training.make_optimizer`, never to the model builder.
-TRAINING_KEYS: dict[str, tuple[Any, Any]] = {
-    "optimizer": (str, "adam"),
-    "learning_rate": (float, 1e-3),
-    "batch_size": (int, 128),
-    "epochs": (int, 10),
-    "dataset": (str, "mnist"),
+TRAINING_KEYS: dict[str, tuple[Any, Any, Range | OneOf | None]] = {
+    "optimizer": (str, "adam", OneOf(OPTIMIZER_NAMES)),
+    "learning_rate": (float, 1e-3, POSITIVE),
+    "batch_size": (int, 128, AT_LEAST_1),
+    "epochs": (int, 10, AT_LEAST_1),
+    "dataset": (str, "mnist", None),
     # MNIST only: "dynamic" (fresh Bernoulli draw each epoch), "none" (grey levels in [0, 1]).
-    "binarize": (str, "dynamic"),
+    "binarize": (str, "dynamic", OneOf(BINARIZE)),
     # Keras dtype policy the model is built under: float32, mixed_float16 or mixed_bfloat16.
-    "mixed_precision": (str, "float32"),
+    "mixed_precision": (str, "float32", OneOf(PRECISIONS)),
     # XLA: "auto" (on, except under a mirrored tf.distribute strategy), true or false.
-    "jit_compile": (bool | str, "auto"),
+    "jit_compile": (bool | str, "auto", OneOf(("auto", True, False))),
     # Training steps per call into TensorFlow: "auto" (32, or 1 under a mirrored strategy), or N.
-    "steps_per_execution": (int | str, "auto"),
+    "steps_per_execution": (int | str, "auto", None),
 }
 
 
@@ -69,6 +126,9 @@ def schema_for(builder: Callable[..., Any]) -> dict[str, Field]:
     For a class, the ``__init__`` arguments of its bases are included as long as each
     ``__init__`` forwards ``**kwargs`` (stopping at Keras' own classes and at a class marked
     ``_schema_root``, such as :class:`vaezoo.BaseVAE`), so a subclass lists only the arguments it adds.
+
+    Valid ranges come from the ``config_constraints`` class attributes (``{key: Range(...) or
+    OneOf(...)}``) of the class and its bases; float keys without one must still be finite.
     """
     if inspect.isclass(builder):
         targets = []
@@ -82,17 +142,21 @@ def schema_for(builder: Callable[..., Any]) -> dict[str, Field]:
                     break
     else:
         targets = [builder]
+    constraints: dict[str, Range | OneOf] = {}
+    for klass in reversed(builder.__mro__ if inspect.isclass(builder) else ()):
+        constraints.update(vars(klass).get("config_constraints", {}))
     fields: dict[str, Field] = {}
     for target in targets:
         hints = typing.get_type_hints(target)
         for name, param in inspect.signature(target).parameters.items():
             if name == "self" or name in fields or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
                 continue
-            fields[name] = Field(name, hints.get(name, Any), param.default, training=False)
-    for name, (annotation, default) in TRAINING_KEYS.items():
+            fields[name] = Field(name, hints.get(name, Any), param.default, training=False,
+                                 constraint=constraints.get(name))
+    for name, (annotation, default, constraint) in TRAINING_KEYS.items():
         if name in fields:
             raise TypeError(f"{builder!r} has an argument {name!r} that clashes with a training key")
-        fields[name] = Field(name, annotation, default, training=True)
+        fields[name] = Field(name, annotation, default, training=True, constraint=constraint)
     return fields
 
 
@@ -178,6 +242,13 @@ def validate(model_name: str, config: Mapping[str, Any], schema: Mapping[str, Fi
                 f"Config key {key!r} of model {model_name!r} must be {_type_name(field.annotation)}, "
                 f"got {value!r} ({type(value).__name__}). Valid keys: {', '.join(valid)}."
             ) from None
+        constraint = field.constraint or FINITE
+        if not constraint.accepts(out[key]):
+            each = " (each item)" if isinstance(out[key], (list, tuple)) and isinstance(constraint, Range) else ""
+            raise ConfigError(f"Config key {key!r} of model {model_name!r} must be {constraint}{each}, got {value!r}.")
+    if isinstance(out.get("steps_per_execution"), int) and out["steps_per_execution"] < 1:
+        raise ConfigError(f"Config key 'steps_per_execution' of model {model_name!r} must be 'auto' or >= 1, got "
+                          f"{out['steps_per_execution']!r}.")
     missing = [k for k, f in schema.items() if f.default is REQUIRED and k not in out]
     if missing:
         raise ConfigError(f"Model {model_name!r} needs config keys {missing}; valid keys: {', '.join(valid)}.")
@@ -194,7 +265,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {_yaml_problem(exc)}.") from None
     if not isinstance(data, dict):
         raise ConfigError(f"Config file {str(path)!r} must hold a mapping of keys to values, got {type(data).__name__}.")
     return data
@@ -216,9 +290,41 @@ def builtin_config_path(name: str) -> Path | None:
     return None
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(inf|nan)$", re.IGNORECASE)
+
+
+def parse_value(raw: str, key: str = "value") -> Any:
+    """A CLI value as a person means it: YAML (``16``, ``[64, 32]``, ``true``, ``mlp``), with every
+    number YAML 1.1 leaves as a string read as a float (``1e-3``, ``1E5``).
+
+    Raises:
+        ConfigError: malformed YAML, naming ``key``.
+    """
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"The value of {key!r} is not valid YAML ({raw!r}): {_yaml_problem(exc)}.") from None
+    return _numbers_as_floats(value)
+
+
+def _numbers_as_floats(value):
+    if isinstance(value, str) and _FLOAT.match(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [_numbers_as_floats(v) for v in value]
+    return value
+
+
 def parse_assignment(text: str) -> tuple[str, Any]:
-    """Parse a CLI ``key=value`` override; the value is read as YAML (``16``, ``[64, 32]``, ``true``)."""
+    """Parse a CLI ``key=value`` override (the value through :func:`parse_value`)."""
     if "=" not in text:
         raise ConfigError(f"Expected key=value, got {text!r}.")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    key = key.strip()
+    return key, parse_value(raw, key)

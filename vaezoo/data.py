@@ -32,14 +32,23 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from vaezoo import config as _config
+
 DATA_DIR_ENV = "VAEZOO_DATA_DIR"
+
+
+class DataError(ValueError):
+    """A data file is corrupt or truncated, or a data set cannot be fetched; the message names it."""
+
 DATASETS = ("mnist", "binarized_mnist", "sprites", "tfds:<name>")
-BINARIZE = ("dynamic", "none")
+BINARIZE = _config.BINARIZE
 
 _MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -82,16 +91,20 @@ def _find(filename: str, subfolder: str, data_dir: str | os.PathLike | None) -> 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one (gzipped) IDX file: big-endian magic (2051 images, 2049 labels), sizes, uint8 data."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    magic = int.from_bytes(raw[:4], "big")
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); download it again.") from None
+    magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if magic not in (2049, 2051):
-        raise ValueError(f"{path} is not an IDX file of uint8 labels or images (magic number {magic}).")
+        raise DataError(f"{path} is not an IDX file of uint8 labels or images (magic number {magic}); "
+                        "download it again.")
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: header says {dims}, found {data.size} values.")
+        raise DataError(f"{path} is truncated: header says {dims}, found {data.size} values; download it again.")
     return data.reshape(dims)
 
 
@@ -108,10 +121,13 @@ def mnist_arrays(split: str = "train", data_dir=None) -> tuple[np.ndarray, np.nd
 def binarized_mnist_arrays(split: str = "train", data_dir=None) -> np.ndarray:
     """The fixed binarized MNIST split (train 50k / valid 10k / test 10k) as ``[N, 28, 28, 1]`` float32."""
     path = _find("binarized_mnist.npz", "binarized-mnist", data_dir)
-    with np.load(path) as npz:
-        if split not in npz.files:
-            raise ValueError(f"Unknown binarized MNIST split {split!r}; valid choices: {', '.join(npz.files)}.")
-        rows = npz[split]
+    try:
+        with np.load(path) as npz:
+            if split not in npz.files:
+                raise ValueError(f"Unknown binarized MNIST split {split!r}; valid choices: {', '.join(npz.files)}.")
+            rows = npz[split]
+    except (EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); download it again.") from None
     return rows.reshape(-1, 28, 28, 1).astype(np.float32)
 
 
@@ -237,8 +253,15 @@ def _tfds(name: str, split: str, data_dir):
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as exc:
         raise ValueError(f"tensorflow-datasets has no data set {name!r}: {exc}") from None
-    builder.download_and_prepare()
-    ds = builder.as_dataset(split=split)
+    try:
+        builder.download_and_prepare()
+        ds = builder.as_dataset(split=split)
+    except Exception as exc:  # noqa: BLE001  (requests/urllib/tfds errors: no common base class)
+        raise DataError(
+            f"tensorflow-datasets could not download or prepare {name!r} ({type(exc).__name__}: {str(exc)[:200]}). "
+            f"On a machine without internet, prepare it where there is one and pass its tfds folder as "
+            f"data_dir (CLI: --data-dir)."
+        ) from None
     if "image" not in ds.element_spec:
         raise ValueError(f"tfds:{name} has no 'image' feature (features: {sorted(ds.element_spec)}).")
     size = builder.info.splits[split].num_examples
@@ -268,6 +291,11 @@ def load(
         seed: shuffling and binarization seed.
         limit: keep only the first ``limit`` examples.
     """
+    for key, value, allow_none in (("batch_size", batch_size, False), ("limit", limit, True)):
+        if value is None and allow_none:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{key} must be an integer >= 1, got {value!r}.")
     shuffle = split == "train" if shuffle is None else shuffle
     if name.startswith("tfds:"):
         ds, size = _tfds(name[5:], split, data_dir)

@@ -29,6 +29,9 @@ default and refuses them when asked for explicitly (:func:`resolve_compile`).
 
 from __future__ import annotations
 
+import json
+import os
+
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -48,6 +51,21 @@ def strategy(name: str = "default") -> tf.distribute.Strategy:
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"Unknown strategy {name!r}; valid choices: {', '.join(STRATEGIES)}.")
+
+
+def peers() -> list[str]:
+    """The other tasks of the ``TF_CONFIG`` cluster (``worker 1 at host:port``), for messages."""
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task = config.get("task", {})
+        out = []
+        for kind, addresses in config.get("cluster", {}).items():
+            for index, address in enumerate(addresses):
+                if (kind, index) != (task.get("type"), task.get("index")):
+                    out.append(f"{kind} {index} at {address}")
+        return out
+    except (ValueError, AttributeError, TypeError):
+        return []
 
 
 def is_mirrored(strategy_: tf.distribute.Strategy) -> bool:

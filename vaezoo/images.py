@@ -8,6 +8,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from vaezoo import fileio
+
 
 def make_grid(images, ncols: int | None = None, pad: int = 1) -> np.ndarray:
     """Tile ``[N, H, W, C]`` images with values in [0, 1] into one uint8 ``[rows*H, cols*W, C]`` array."""
@@ -25,11 +27,11 @@ def make_grid(images, ncols: int | None = None, pad: int = 1) -> np.ndarray:
 
 
 def save_grid(images, path: str | os.PathLike, ncols: int | None = None, upscale: int = 2) -> str:
-    """Write ``images`` as a PNG grid to ``path`` (folders created); returns the path."""
+    """Write ``images`` as a PNG grid to ``path`` (folders created, replaced atomically); returns the path."""
     grid = make_grid(images, ncols)
     image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     if upscale > 1:
         image = image.resize((image.width * upscale, image.height * upscale), Image.NEAREST)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    image.save(path)
+    with fileio.atomic_path(path) as tmp:  # a kill leaves the old picture or the new one
+        image.save(tmp)
     return os.fspath(path)

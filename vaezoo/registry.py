@@ -75,7 +75,8 @@ def register_model(
         name: registry name; defaults to the function's name, or the class name in snake case.
         config: default config (a mapping or a YAML path). Without it, vaezoo's own
             ``zoo_configs/<name>.yaml`` is used when it exists, else the builder's defaults.
-        override: replace an existing registration of the same name instead of raising.
+        override: replace an existing registration of the same name instead of raising (with a
+            warning naming both packages when the replaced model comes from another one).
 
     Usable bare (``@register_model``) or with arguments (``@register_model(name="x")``).
     """
@@ -86,6 +87,12 @@ def register_model(
             raise ValueError(
                 f"A model named {key!r} is already registered (from {_REGISTRY[key].source!r}). "
                 "Pass override=True to replace it."
+            )
+        if key in _REGISTRY and _REGISTRY[key].source != _source_of(fn):
+            warnings.warn(
+                f"vaezoo: package {_source_of(fn)!r} replaces the model {key!r} of package {_REGISTRY[key].source!r}.",
+                RuntimeWarning,
+                stacklevel=3,
             )
         schema = _config.schema_for(fn)
         merged = _config.defaults(schema)
@@ -140,7 +147,8 @@ def _source_of(fn: Callable[..., Any]) -> str:
 def load_plugins(force: bool = False) -> None:
     """Import every entry point of the group ``vaezoo.models`` (once).
 
-    A plugin that fails to import gives a ``RuntimeWarning`` naming it; the zoo keeps working.
+    A plugin that fails to import (any exception, ``SystemExit`` included) gives a ``RuntimeWarning``
+    naming it and is skipped; the zoo keeps working.
     Nothing is loaded when ``VAEZOO_DISABLE_PLUGINS`` is set to a true value.
     """
     global _plugins_loaded, _current_source
@@ -154,7 +162,7 @@ def load_plugins(force: bool = False) -> None:
             loaded = ep.load()
             if callable(loaded) and not isinstance(loaded, type):
                 loaded()
-        except Exception as exc:  # a broken plugin must never break the zoo
+        except (Exception, SystemExit) as exc:  # a broken plugin must never break the zoo
             warnings.warn(
                 f"vaezoo: plugin {ep.name!r} ({ep.value}) from package {dist!r} failed to load and was "
                 f"skipped: {type(exc).__name__}: {exc}",
@@ -191,7 +199,7 @@ def model_info(name: str) -> ModelInfo:
     return _REGISTRY[name]
 
 
-def get_config(name: str, **overrides: Any) -> dict[str, Any]:
+def get_config(name: str, /, **overrides: Any) -> dict[str, Any]:
     """The full validated config of ``name``: its defaults updated with ``overrides``."""
     info = model_info(name)
     cfg = dict(info.default_config)
@@ -205,26 +213,38 @@ def model_kwargs(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not schema[k].training}
 
 
-def get(name: str, **overrides: Any):
+def get(name: str, /, **overrides: Any):
     """Build the registered model ``name`` from its config, with ``overrides`` applied.
 
     Training keys (optimizer, learning_rate, ...) are accepted and validated but do not
     change the model; see :func:`get_config` and :func:`vaezoo.training.compile_model`. The
     exception is ``mixed_precision``: the model is built under that Keras dtype policy.
+    ``name=`` (keyword) sets the Keras model's name (default: the registry name, after which
+    exports are named); the model's ``registry_name`` is always ``name`` (the positional one),
+    so a checkpoint knows which registered model it holds. A registered factory function may
+    delegate to ``vaezoo.get`` with its keyword arguments.
 
     Raises:
         KeyError: unknown model name (close names suggested).
-        vaezoo.config.ConfigError: unknown key or wrong type (valid keys listed).
+        vaezoo.config.ConfigError: unknown key, wrong type or a value out of range (valid keys listed).
     """
+    keras_name = overrides.pop("name", None)
     cfg = get_config(name, **overrides)
     builder = model_info(name).builder
     kwargs = model_kwargs(name, cfg)
-    if _accepts_name(builder):  # the Keras name is the registry name: exports are named after it
-        kwargs["name"] = name
+    if _accepts_name(builder):  # the Keras name is the registry name unless given: exports are named after it
+        kwargs["name"] = keras_name or name
+    elif keras_name is not None:
+        raise _config.ConfigError(f"The builder of {name!r} takes no 'name' argument; got name={keras_name!r}.")
     from vaezoo import training  # late: training imports keras, the registry stays light
 
     with training.precision(cfg.get("mixed_precision", "float32")):
-        return builder(**kwargs)
+        model = builder(**kwargs)
+    try:
+        model.registry_name = name
+    except AttributeError:  # a builder returning an object that takes no attributes
+        pass
+    return model
 
 
 def _accepts_name(builder: Callable[..., Any]) -> bool:

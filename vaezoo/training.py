@@ -8,6 +8,9 @@ from typing import Any, Mapping
 
 import keras
 
+from vaezoo import callbacks, runs
+from vaezoo import config as zconfig
+
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
     "adamw": keras.optimizers.AdamW,
@@ -25,7 +28,7 @@ def make_optimizer(config: Mapping[str, Any]) -> keras.optimizers.Optimizer:
 
 
 #: Keras dtype policies a model can be built under (config key ``mixed_precision``).
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = zconfig.PRECISIONS
 
 
 @contextlib.contextmanager
@@ -59,19 +62,21 @@ def compile_model(model: keras.Model, config: Mapping[str, Any]) -> keras.Model:
     return model
 
 
-def standard_callbacks(out_dir: str | os.PathLike) -> list[keras.callbacks.Callback]:
-    """Checkpoints, resume-after-interruption, TensorBoard logs and a CSV log under ``out_dir``.
+def standard_callbacks(out_dir: str | os.PathLike, **run_options) -> list[keras.callbacks.Callback]:
+    """The callbacks of a crash-safe run folder ``out_dir`` (see :mod:`vaezoo.runs`), in this order:
 
-    * ``out_dir/checkpoints/last.keras``: the whole model (with optimizer state) after each epoch;
-    * ``out_dir/backup/``: ``BackupAndRestore`` state, so a rerun of an interrupted ``fit``
-      resumes at the epoch where it stopped;
-    * ``out_dir/logs/``: TensorBoard; ``out_dir/history.csv``: the metrics of each epoch.
+    * :class:`vaezoo.callbacks.TerminateOnNonFinite`: stop at the first non-finite loss, before any
+      checkpoint is written from it;
+    * :class:`vaezoo.runs.RunCheckpoint`: ``checkpoints/epoch_NNNN.keras`` and ``checkpoints/last.keras``
+      (the whole model with optimizer state), ``history.csv`` and ``state.json`` after each epoch,
+      each written atomically; a rerun of an interrupted ``fit`` resumes after the last finished epoch;
+    * ``keras.callbacks.TensorBoard`` logs in ``out_dir/logs/``.
+
+    ``run_options`` go to :class:`vaezoo.runs.RunCheckpoint` (``run_info``, ``fresh``, ``on_commit``).
     """
     out_dir = os.fspath(out_dir)
-    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
     return [
-        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
-        keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "last.keras")),
+        callbacks.TerminateOnNonFinite(),
+        runs.RunCheckpoint(out_dir, **run_options),
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
-        keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
     ]

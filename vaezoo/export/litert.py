@@ -18,6 +18,8 @@ from typing import Iterable
 
 import tensorflow as tf
 
+from vaezoo import fileio
+
 from vaezoo.export.savedmodel import build_archive, select_endpoints
 
 #: Signatures written by default: what a phone app needs to encode, decode and generate.
@@ -50,7 +52,7 @@ def convert_saved_model(saved_model_dir: str | os.PathLike, signatures: Iterable
 
 
 def tflite(model, path: str | os.PathLike, signatures: Iterable[str] = DEFAULT_SIGNATURES,
-           quantize: str | None = None, prior=None) -> Path:
+           quantize: str | None = None, prior=None, overwrite: bool = False) -> Path:
     """Convert ``model`` to a ``.tflite`` file with one signature per name in ``signatures``.
 
     Args:
@@ -61,17 +63,18 @@ def tflite(model, path: str | os.PathLike, signatures: Iterable[str] = DEFAULT_S
             ``sample_from_noise``).
         quantize: None (float32), ``"float16"`` or ``"dynamic_range"``.
         prior: a VQ-VAE's trained prior over codes, used by ``sample`` and ``sample_from_noise``.
+        overwrite: replace an existing file (otherwise that raises ``FileExistsError``).
 
     Returns:
         The path written.
     """
     _check_quantize(quantize)
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it, or another path.")
     signatures = default_signatures(model, prior) if signatures is DEFAULT_SIGNATURES else list(signatures)
     archive = build_archive(model, signatures, prior)
     with tempfile.TemporaryDirectory() as tmp:
         archive.write_out(tmp, verbose=False)
         flatbuffer = convert_saved_model(tmp, signatures, quantize)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(flatbuffer)
-    return path
+    return fileio.atomic_write_bytes(path, flatbuffer)

@@ -16,6 +16,8 @@ from typing import Iterable
 import keras
 import tensorflow as tf
 
+from vaezoo import fileio
+
 
 def _endpoints(model, prior=None) -> dict:
     return model.endpoints(prior=prior) if prior is not None else model.endpoints()
@@ -68,7 +70,7 @@ def versions(model_dir: str | os.PathLike) -> list[int]:
 
 
 def saved_model(model, export_dir: str | os.PathLike, version: int | None = None, *, name: str | None = None,
-                signatures: Iterable[str] | None = None, prior=None) -> Path:
+                signatures: Iterable[str] | None = None, prior=None, overwrite: bool = False) -> Path:
     """Write ``model`` as a SavedModel at ``<export_dir>/<name>/<version>/`` (TF Serving's layout).
 
     Args:
@@ -79,6 +81,7 @@ def saved_model(model, export_dir: str | os.PathLike, version: int | None = None
             ``vaezoo.get`` models).
         signatures: the endpoints to export (default all of the model's).
         prior: a VQ-VAE's trained prior over codes, exported inside ``sample`` and ``sample_from_noise``.
+        overwrite: replace an existing version folder (otherwise that raises ``FileExistsError``).
 
     Returns:
         The version folder written.
@@ -89,7 +92,10 @@ def saved_model(model, export_dir: str | os.PathLike, version: int | None = None
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"version must be a positive integer (TF Serving's version folders), got {version!r}.")
     path = Path(export_dir) / name / str(version)
-    if path.exists():
-        raise FileExistsError(f"{path} exists; pass another version (existing: {versions(path.parent)}) or remove it.")
-    build_archive(model, signatures, prior).write_out(os.fspath(path), verbose=False)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass another version (existing: {versions(path.parent)}) or "
+                              "overwrite=True (CLI: --overwrite).")
+    archive = build_archive(model, signatures, prior)
+    with fileio.atomic_path(path) as tmp:  # TF Serving never sees a half-written version
+        archive.write_out(os.fspath(tmp), verbose=False)
     return path

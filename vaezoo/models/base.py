@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from vaezoo import distribute, fused, training
@@ -113,7 +114,89 @@ class BaseVAE(keras.Model):
                 f"{self.name} expects inputs of shape (batch, {', '.join(map(str, self.data_shape))}), got "
                 f"{tuple(x.shape)}. Build the model with data_shape={tuple(x.shape[1:])} or reshape the data."
             )
-        return tf.cast(x, tf.float32)
+        x = tf.cast(x, tf.float32)
+        if tf.executing_eagerly():
+            self.check_values(x.numpy())
+        return x
+
+    #: The values the likelihood models, ``(low, high)``, or None for any finite value; see
+    #: :meth:`value_range`.
+    def value_range(self) -> tuple[float, float] | None:
+        """The support of the likelihood: inputs outside it are refused (None: any finite value).
+
+        Bernoulli and continuous-Bernoulli likelihoods model values in [0, 1].
+        """
+        if getattr(self, "likelihood", None) in ("bernoulli", "continuous_bernoulli"):
+            return (0.0, 1.0)
+        return None
+
+    def check_values(self, x) -> None:
+        """Raise ``ValueError`` unless the array ``x`` is finite and inside :meth:`value_range`.
+
+        Runs on every eager call (``elbo``, ``encode``, ``reconstruct``, ...) and on the first
+        batch of ``fit``/``evaluate``/``predict``; compiled steps cannot raise (XLA drops
+        assertions), so later batches are guarded by :class:`vaezoo.callbacks.TerminateOnNonFinite`.
+        """
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating) or x.size == 0:
+            return
+        if not np.isfinite(x).all():
+            raise ValueError(f"{self.name} got non-finite inputs ({int((~np.isfinite(x)).sum())} NaN or inf values); "
+                             "remove or replace them.")
+        support = self.value_range()
+        if support is not None:
+            low, high = float(x.min()), float(x.max())
+            if low < support[0] or high > support[1]:
+                hint = " (8-bit images: divide by 255)" if high > 1.0 and high <= 255.0 else ""
+                raise ValueError(
+                    f"{self.name}'s {self.likelihood} likelihood models values in [{support[0]:g}, {support[1]:g}], "
+                    f"but the inputs range over [{low:g}, {high:g}]{hint}."
+                )
+
+    @staticmethod
+    def check_count(n, what: str = "n") -> int:
+        """``n`` as a Python int >= 0, or raise naming it (``sample(n)``)."""
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"{what} must be an integer >= 0, got {n!r} ({type(n).__name__}).")
+        if n < 0:
+            raise ValueError(f"{what} must be an integer >= 0, got {n}.")
+        return int(n)
+
+    def _check_first_batch(self, x, batch_size=None):
+        """:meth:`check_values` on the first batch of what ``fit``/``evaluate`` were given."""
+        if x is None:
+            return
+        if isinstance(x, tf.data.Dataset):
+            for batch in x.take(1):
+                self._check_structure(self._unpack(batch))
+            return
+        if isinstance(x, (np.ndarray, tf.Tensor)) or (isinstance(x, dict) and self.input_kind == "codes"):
+            self._check_structure(x)
+
+    def _check_structure(self, x):
+        for item in tf.nest.flatten(x):
+            self.check_values(np.asarray(item))
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, shuffle=None,
+            steps_per_epoch=None, **kwargs):
+        """``keras.Model.fit``, with three differences: the first batch is checked
+        (:meth:`check_values`); ``shuffle`` defaults to False for a ``tf.data.Dataset`` (it is
+        shuffled by its pipeline; Keras would only warn) and True otherwise; the progress bar counts
+        true steps when several run per execution."""
+        self._check_first_batch(x, batch_size)
+        if shuffle is None:
+            shuffle = not isinstance(x, tf.data.Dataset)
+        callbacks = _callback_list(self, callbacks, verbose, epochs, steps_per_epoch or _num_batches(x, batch_size))
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
+                           shuffle=shuffle, steps_per_epoch=steps_per_epoch, **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", steps=None, callbacks=None, **kwargs):
+        """``keras.Model.evaluate`` with the first batch checked and true step counts (see :meth:`fit`)."""
+        if not kwargs.get("_use_cached_eval_dataset"):
+            self._check_first_batch(x, batch_size)
+            callbacks = _callback_list(self, callbacks, verbose, 1, steps or _num_batches(x, batch_size))
+        return super().evaluate(x, y, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks,
+                                **kwargs)
 
     @staticmethod
     def _unpack(data):
@@ -253,14 +336,54 @@ class BaseVAE(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        registry_name = config.pop("registry_name", None)
         # The sublayers are made in __init__ under the global dtype policy: rebuild a mixed-precision
         # model under its own policy, so a loaded model computes as the saved one did.
         policy = keras.dtype_policies.get(config.get("dtype") or "float32").name
         if policy in training.PRECISIONS:
             with training.precision(policy):
-                return super().from_config(config)
-        return super().from_config(config)
+                model = super().from_config(config)
+        else:
+            model = super().from_config(config)
+        if registry_name is not None:
+            model.registry_name = registry_name
+        return model
 
     def get_config(self) -> dict[str, Any]:
         base = keras.layers.Layer.get_config(self)
-        return {**base, "data_shape": list(self.data_shape), "seed": self.seed}
+        config = {**base, "data_shape": list(self.data_shape), "seed": self.seed}
+        if getattr(self, "registry_name", None):
+            config["registry_name"] = self.registry_name  # set by vaezoo.get: the checkpoint knows its model
+        return config
+
+
+def _num_batches(x, batch_size) -> int | None:
+    """Batches per epoch of ``fit``'s input where it is known (a finite data set, arrays)."""
+    if isinstance(x, tf.data.Dataset):
+        n = int(x.cardinality())
+        return n if n >= 0 else None
+    if isinstance(x, (np.ndarray, tf.Tensor)):
+        return -(-int(x.shape[0]) // int(batch_size or 32))
+    return None
+
+
+class _StepCountingCallbacks(keras.callbacks.CallbackList):
+    """Keras' callback list with the end step of a partial last execution clamped to the epoch's
+    last step: Keras reports ``begin + steps_per_execution - 1``, so the progress bar overshot
+    (``480/469``, negative ETA) with 32 steps per execution."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps = self.params.get("steps")
+        super().on_train_batch_end(min(batch, steps - 1) if steps else batch, logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        steps = self.params.get("steps")
+        super().on_test_batch_end(min(batch, steps - 1) if steps else batch, logs)
+
+
+def _callback_list(model, callbacks, verbose, epochs, steps):
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        return callbacks
+    return _StepCountingCallbacks(callbacks, add_history=True, add_progbar=verbose != 0, verbose=verbose,
+                                  epochs=epochs, steps=steps, model=model)

@@ -46,6 +46,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from vaezoo import config as cfg
 from vaezoo.layers import categorical_from_uniform
 from vaezoo.models.base import BaseVAE
 from vaezoo.registry import register_model
@@ -291,6 +292,9 @@ class PixelCNNPrior(BaseVAE):
 
     metric_names = ("nll", "bits_per_dim")
     input_kind = "codes"
+    config_constraints = {"num_codes": cfg.Range(2), "channels": cfg.AT_LEAST_1, "num_blocks": cfg.AT_LEAST_1,
+                          "kernel_size": cfg.AT_LEAST_1, "code_shape": cfg.AT_LEAST_1, "top_shape": cfg.AT_LEAST_1,
+                          "bottom_shape": cfg.AT_LEAST_1}
 
     def __init__(
         self,
@@ -333,7 +337,8 @@ class PixelCNNPrior(BaseVAE):
 
     def sample(self, n: int, seed=None):
         """``n`` code maps drawn position by position in raster order, int32 ``[n, h, w]``."""
-        return self.sample_from_noise(tf.random.stateless_uniform([int(n), *self.code_shape], self.next_seed(seed)))
+        n = self.check_count(n)
+        return self.sample_from_noise(tf.random.stateless_uniform([n, *self.code_shape], self.next_seed(seed)))
 
     def sample_from_noise(self, noise):
         """Code maps drawn from uniform ``noise`` ``[n, h, w]`` (one number per code): a deterministic
@@ -381,6 +386,9 @@ class HierarchicalPixelCNNPrior(BaseVAE):
 
     metric_names = ("nll", "nll_top", "nll_bottom", "bits_per_dim")
     input_kind = "codes"
+    config_constraints = {"num_codes": cfg.Range(2), "channels": cfg.AT_LEAST_1, "num_blocks": cfg.AT_LEAST_1,
+                          "kernel_size": cfg.AT_LEAST_1, "code_shape": cfg.AT_LEAST_1, "top_shape": cfg.AT_LEAST_1,
+                          "bottom_shape": cfg.AT_LEAST_1}
     code_levels = ("top", "bottom")
 
     def __init__(
@@ -446,6 +454,7 @@ class HierarchicalPixelCNNPrior(BaseVAE):
     def sample(self, n: int, seed=None):
         """``{"top": int32 [n, *top_shape], "bottom": int32 [n, *bottom_shape]}``: top codes first,
         then bottom codes given them (ancestral sampling)."""
+        n = self.check_count(n)
         seed = self.next_seed(seed)
         return self.sample_from_noise(
             tf.random.stateless_uniform([int(n), *self.top_shape], seed),

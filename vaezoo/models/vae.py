@@ -32,6 +32,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from vaezoo import config as cfg
 from vaezoo import distribute
 from vaezoo import layers as dl
 from vaezoo import networks
@@ -75,6 +76,19 @@ class VAE(BaseVAE):
 
     metric_names = ("elbo", "reconstruction", "kl")
     GRADIENT_ESTIMATORS = ("reparameterization", "score_function")
+    config_constraints = {
+        "data_shape": cfg.AT_LEAST_1,
+        "latent_dim": cfg.AT_LEAST_1,
+        "architecture": cfg.OneOf(("mlp", "conv")),
+        "hidden_units": cfg.AT_LEAST_1,
+        "conv_filters": cfg.AT_LEAST_1,
+        "likelihood": cfg.OneOf(tuple(dl.LIKELIHOODS)),
+        "likelihood_scale": cfg.POSITIVE,
+        "prior": cfg.OneOf(tuple(dl.PRIORS)),
+        "prior_components": cfg.AT_LEAST_1,
+        "num_samples": cfg.AT_LEAST_1,
+        "gradient_estimator": cfg.OneOf(GRADIENT_ESTIMATORS),
+    }
     #: Decay of the score-function baseline's moving average.
     BASELINE_DECAY = 0.9
 
@@ -150,6 +164,9 @@ class VAE(BaseVAE):
     def likelihood_distribution(self, z, training=False):
         """p(x|z) for z of shape ``[..., latent_dim]``; event shape is ``data_shape``."""
         z = tf.cast(z, tf.float32)
+        if z.shape.rank is not None and (z.shape.rank < 1 or z.shape[-1] not in (None, self.latent_dim)):
+            raise ValueError(f"{self.name} decodes latents of width latent_dim={self.latent_dim} (shape (batch, "
+                             f"{self.latent_dim})), got z of shape {tuple(z.shape)}.")
         lead = tf.shape(z)[:-1]
         params = self.decoder(tf.reshape(z, [-1, self.latent_dim]), training=training)
         params = tf.reshape(params, tf.concat([lead, self.data_shape], axis=0))
@@ -256,8 +273,9 @@ class VAE(BaseVAE):
 
     def sample(self, n: int, seed=None, mean: bool = True):
         """``n`` samples: z ~ p(z), then E[x|z] (``mean=True``) or x ~ p(x|z)."""
+        n = self.check_count(n)
         seed = self.next_seed(seed)
-        z = self.prior_layer.from_noise(**self.prior_layer.draw_noise(int(n), seed))
+        z = self.prior_layer.from_noise(**self.prior_layer.draw_noise(n, seed))
         px = self.likelihood_distribution(z)
         return px.mean() if mean else px.sample(seed=tf.reverse(seed, [0]))
 
@@ -335,6 +353,9 @@ class BetaVAE(VAE):
         gamma: weight of |KL - C|.
         **kwargs: as :class:`VAE`.
     """
+
+    config_constraints = {"beta": cfg.NON_NEGATIVE, "capacity_max": cfg.NON_NEGATIVE,
+                          "capacity_steps": cfg.AT_LEAST_1, "gamma": cfg.NON_NEGATIVE}
 
     def __init__(
         self,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from vaezoo import config as cfg
 from vaezoo import layers as dl
 from vaezoo.models.base import BaseVAE
 from vaezoo.registry import register_model
@@ -64,6 +65,20 @@ class VectorQuantizedVAE(BaseVAE):
     """
 
     ALL_METRICS: tuple[str, ...] = ()
+    config_constraints = {
+        "data_shape": cfg.AT_LEAST_1,
+        "hidden_channels": cfg.AT_LEAST_1,
+        "residual_channels": cfg.AT_LEAST_1,
+        "residual_blocks": cfg.NON_NEGATIVE,
+        "downsample": cfg.AT_LEAST_1,
+        "num_codes": cfg.Range(2),
+        "code_dim": cfg.AT_LEAST_1,
+        "beta": cfg.NON_NEGATIVE,
+        "decay": cfg.Range(0, 1, high_open=True),
+        "restart_after": cfg.NON_NEGATIVE,
+        "likelihood": cfg.OneOf(tuple(dl.LIKELIHOODS)),
+        "likelihood_scale": cfg.POSITIVE,
+    }
     #: Stride-2 levels below ``downsample`` (VQ-VAE-2's top codes add one).
     extra_levels = 0
 
@@ -175,8 +190,9 @@ class VectorQuantizedVAE(BaseVAE):
         """``n`` images decoded from code maps drawn from ``prior`` (the family's trained prior over
         codes, see :attr:`prior_name`); without one the codes are uniform, which gives no realistic
         samples. ``mean=False`` draws x ~ p(x | codes) instead of its mean."""
+        n = self.check_count(n)
         seed = self.next_seed(seed)
-        noise = {u: tf.random.stateless_uniform([int(n), *self.code_shapes()[c]], seed + i)
+        noise = {u: tf.random.stateless_uniform([n, *self.code_shapes()[c]], seed + i)
                  for i, (c, u) in enumerate(self.noise_names().items())}
         px = self.code_likelihood(**self.codes_from_noise(prior, **noise))
         return px.mean() if mean else px.sample(seed=tf.reverse(seed, [0]))
