@@ -26,6 +26,7 @@ log-probabilities, KL terms and losses stay float32; ``mixed_float16`` adds Kera
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import keras
@@ -119,8 +120,6 @@ class BaseVAE(keras.Model):
             self.check_values(x.numpy())
         return x
 
-    #: The values the likelihood models, ``(low, high)``, or None for any finite value; see
-    #: :meth:`value_range`.
     def value_range(self) -> tuple[float, float] | None:
         """The support of the likelihood: inputs outside it are refused (None: any finite value).
 
@@ -134,7 +133,7 @@ class BaseVAE(keras.Model):
         """Raise ``ValueError`` unless the array ``x`` is finite and inside :meth:`value_range`.
 
         Runs on every eager call (``elbo``, ``encode``, ``reconstruct``, ...) and on the first
-        batch of ``fit``/``evaluate``/``predict``; compiled steps cannot raise (XLA drops
+        batch of ``fit``/``evaluate``; compiled steps cannot raise (XLA drops
         assertions), so later batches are guarded by :class:`vaezoo.callbacks.TerminateOnNonFinite`.
         """
         x = np.asarray(x)
@@ -162,7 +161,7 @@ class BaseVAE(keras.Model):
             raise ValueError(f"{what} must be an integer >= 0, got {n}.")
         return int(n)
 
-    def _check_first_batch(self, x, batch_size=None):
+    def _check_first_batch(self, x):
         """:meth:`check_values` on the first batch of what ``fit``/``evaluate`` were given."""
         if x is None:
             return
@@ -183,17 +182,18 @@ class BaseVAE(keras.Model):
         (:meth:`check_values`); ``shuffle`` defaults to False for a ``tf.data.Dataset`` (it is
         shuffled by its pipeline; Keras would only warn) and True otherwise; the progress bar counts
         true steps when several run per execution."""
-        self._check_first_batch(x, batch_size)
+        self._check_first_batch(x)
         if shuffle is None:
             shuffle = not isinstance(x, tf.data.Dataset)
-        callbacks = _callback_list(self, callbacks, verbose, epochs, steps_per_epoch or _num_batches(x, batch_size))
+        steps = steps_per_epoch or _num_batches(x, batch_size, kwargs.get("validation_split", 0.0))
+        callbacks = _callback_list(self, callbacks, verbose, epochs, steps)
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
                            shuffle=shuffle, steps_per_epoch=steps_per_epoch, **kwargs)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", steps=None, callbacks=None, **kwargs):
         """``keras.Model.evaluate`` with the first batch checked and true step counts (see :meth:`fit`)."""
         if not kwargs.get("_use_cached_eval_dataset"):
-            self._check_first_batch(x, batch_size)
+            self._check_first_batch(x)
             callbacks = _callback_list(self, callbacks, verbose, 1, steps or _num_batches(x, batch_size))
         return super().evaluate(x, y, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks,
                                 **kwargs)
@@ -358,13 +358,14 @@ class BaseVAE(keras.Model):
         return config
 
 
-def _num_batches(x, batch_size) -> int | None:
-    """Batches per epoch of ``fit``'s input where it is known (a finite data set, arrays)."""
+def _num_batches(x, batch_size, validation_split: float = 0.0) -> int | None:
+    """Batches per epoch of ``fit``'s input where it is known (a finite data set, arrays), as Keras counts them."""
     if isinstance(x, tf.data.Dataset):
         n = int(x.cardinality())
         return n if n >= 0 else None
     if isinstance(x, (np.ndarray, tf.Tensor)):
-        return -(-int(x.shape[0]) // int(batch_size or 32))
+        examples = math.floor(int(x.shape[0]) * (1.0 - validation_split))  # Keras' train/validation split
+        return -(-examples // int(batch_size or 32))
     return None
 
 
