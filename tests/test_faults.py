@@ -90,7 +90,9 @@ def _kill_and_rerun(tmp_path: Path, kill_at: int):
 
 
 def _spread(calls: int, count: int) -> list[int]:
-    return sorted({1 + (i * (calls - 1)) // (count - 1) for i in range(count)})
+    # Up to 99% of the span: the number of calls varies slightly from run to run.
+    last = int(calls * 0.99)
+    return sorted({1 + (i * (last - 1)) // (count - 1) for i in range(count)})
 
 
 def test_kill_during_the_writes_then_rerun_finishes(tmp_path, write_calls):
