@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -29,25 +30,9 @@ import numpy as np  # noqa: E402
 import vaezoo  # noqa: E402
 from vaezoo import data, evaluate  # noqa: E402
 
-PAPER_EPOCHS = sum(3**i for i in range(8))  # 3280
-# Test NLL (nats) from Table 1 of Burda et al. 2016, one stochastic layer.
-PAPER = {
-    "mnist": {("vae", 1): 86.76, ("vae", 5): 86.47, ("vae", 50): 86.35,
-              ("iwae", 1): 86.76, ("iwae", 5): 85.54, ("iwae", 50): 84.78},
-    "binarized_mnist": {("iwae", 1): 88.71, ("iwae", 5): 87.63, ("iwae", 50): 87.10},
-}
-ARCHITECTURE = dict(architecture="mlp", hidden_units=[200, 200], latent_dim=50, activation="tanh",
-                    likelihood="bernoulli", prior="normal", data_shape=[28, 28, 1])
-
-
-def paper_schedule(total_steps: int) -> keras.optimizers.schedules.PiecewiseConstantDecay:
-    """The paper's stage schedule squeezed into ``total_steps`` optimizer steps."""
-    cumulative = np.cumsum([3**i for i in range(8)]) / PAPER_EPOCHS
-    boundaries = [max(1, int(round(total_steps * c))) for c in cumulative[:-1]]
-    for i in range(1, len(boundaries)):  # strictly increasing, even for tiny budgets
-        boundaries[i] = max(boundaries[i], boundaries[i - 1] + 1)
-    values = [1e-3 * 10 ** (-i / 7) for i in range(8)]
-    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+# The paper's settings, schedule and numbers: one place, the reproduction harness.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reproduce import ARCHITECTURE, PAPER, PAPER_EPOCHS, paper_schedule  # noqa: E402,F401
 
 
 class EpochTimer(keras.callbacks.Callback):

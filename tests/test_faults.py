@@ -458,6 +458,7 @@ def test_multi_worker_wait_ends_on_a_signal_naming_the_peers(tmp_path, signum):
     assert f"waiting for the other workers to connect (worker 1 at {cluster['cluster']['worker'][1]})" in err
 
 
+@pytest.mark.slow
 def test_multi_worker_timeout_is_a_clear_error(tmp_path):
     proc, cluster = _lonely_worker(tmp_path, "--timeout", "4")
     _, err = proc.communicate(timeout=60)

@@ -101,6 +101,7 @@ vaezoo.get("demo_class_vae").save(sys.argv[1])
 """
 
 
+@pytest.mark.slow
 def test_factory_delegating_to_get_and_exporting_a_plugin_checkpoint(plugin_path, tmp_path):
     checkpoint = tmp_path / "plug.keras"
     proc = _run(["-c", FACTORY, str(checkpoint)], plugin_path)

@@ -1,0 +1,61 @@
+"""The reproduction harness (benchmarks/reproduce.py) on a tiny budget: schedule scaling, the curve,
+resuming after a stop, early stopping on the validation split of the fixed binarization."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import reproduce  # noqa: E402
+
+from vaezoo import runs  # noqa: E402
+
+TINY = ["--limit", "200", "--batch-size", "50", "--curve-every", "1", "--curve-samples", "5", "--curve-examples",
+        "40", "--eval-samples", "10", "--eval-examples", "40", "--jit-compile", "false"]
+
+
+def test_the_paper_schedule_is_kept_in_full_and_scaled_to_a_budget():
+    steps_per_epoch = 3000  # 60,000 images in batches of 20
+    full = reproduce.paper_schedule(reproduce.PAPER_EPOCHS * steps_per_epoch)
+    # Stage i lasts 3^i epochs: the rate changes after epochs 1, 4, 13, 40, 121, 364, 1093.
+    assert full.boundaries == [e * steps_per_epoch for e in (1, 4, 13, 40, 121, 364, 1093)]
+    np.testing.assert_allclose(full.values, [1e-3 * 10 ** (-i / 7) for i in range(8)])
+    scaled = reproduce.paper_schedule(328 * 100)  # a budget of 328 epochs of 100 steps: a tenth of each stage
+    assert scaled.boundaries == [10, 40, 130, 400, 1210, 3640, 10930]
+    tiny = reproduce.paper_schedule(5)  # boundaries stay strictly increasing
+    assert all(b < c for b, c in zip(tiny.boundaries, tiny.boundaries[1:]))
+
+
+def test_a_run_writes_its_curve_and_resumes_after_a_stop(tmp_path, data_dir):
+    out = tmp_path / "vae"
+    argv = ["--model", "vae", "--dataset", "mnist", "--budget", "3", "--data-dir", str(data_dir), "--out", str(out),
+            *TINY]
+    # A time limit of ~0 s stops after the first epoch, as a kill after it would.
+    assert reproduce.run(reproduce.parser().parse_args([*argv, "--time-limit", "1e-6"])) is None
+    assert runs.read_state(out)["epochs_done"] == 1 and not (out / "result.json").exists()
+    result = reproduce.run(reproduce.parser().parse_args(argv))  # the same command goes on
+    assert [p["epoch"] for p in json.loads((out / "curve.json").read_text())["points"]] == [1, 2, 3]
+    assert (out / "curve.png").stat().st_size > 1000
+    assert runs.read_state(out)["epochs_done"] == 3
+    assert [row["epoch"] for row in runs.read_history(out)] == [0, 1, 2]
+    assert result["paper_nll"] == 86.76 and result["eval_samples"] == 10 and result["eval_examples"] == 40
+    assert 50 < result["test_nll"] < 600
+    assert reproduce.run(reproduce.parser().parse_args(argv)) == result  # finished: read back, not retrained
+    with pytest.raises(SystemExit, match="other settings.*budget: 3 -> 4"):
+        reproduce.run(reproduce.parser().parse_args([*argv[:5], "4", *argv[6:]]))
+
+
+def test_fixed_binarization_stops_early_on_the_validation_split(tmp_path, data_dir):
+    if not (Path(data_dir) / "binarized-mnist" / "binarized_mnist.npz").is_file():
+        pytest.skip(f"binarized_mnist.npz not found under {data_dir}")
+    out = tmp_path / "iwae"
+    result = reproduce.run(reproduce.parser().parse_args(
+        ["--model", "iwae", "--k", "2", "--dataset", "binarized_mnist", "--budget", "2", "--data-dir", str(data_dir),
+         "--out", str(out), *TINY]))
+    curve = json.loads((out / "curve.json").read_text())
+    assert curve["split"] == "valid" and (out / "best.keras").is_file()
+    best = min(curve["points"], key=lambda p: p["nll"])["epoch"]
+    assert result["model_epoch"] == best and result["paper_nll"] is None
