@@ -47,6 +47,7 @@ DATA_DIR_ENV = "VAEZOO_DATA_DIR"
 class DataError(ValueError):
     """A data file is corrupt or truncated, or a data set cannot be fetched; the message names it."""
 
+
 DATASETS = ("mnist", "binarized_mnist", "sprites", "tfds:<name>")
 BINARIZE = _config.BINARIZE
 
