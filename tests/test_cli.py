@@ -134,3 +134,31 @@ def test_train_and_evaluate_a_discrete_latent_model(tmp_path, capsys, data_dir):
     assert cli.main(["evaluate", "vq_vae", "--checkpoint", ckpt, "--data-dir", str(data_dir), "--limit", "100",
                      "--num-samples", "10"]) == 2
     assert "discrete codes" in capsys.readouterr().err
+
+
+def test_traversal_grid_sweeps_one_latent_per_row(trained_run, tmp_path):
+    assert (trained_run / "samples_traversal.png").is_file()  # train writes it too
+    model = keras.models.load_model(trained_run / "model.keras")
+    x = batch_for(model, n=1)
+    grid = model.traverse(x, steps=5)
+    assert grid.shape == (2, 5, 32, 32, 1)  # latent_dim rows, 5 values from -3 to 3
+    mean, _ = model.encode(x)
+    # Row i, column j decodes the posterior mean with z_i = linspace(-3, 3, 5)[j].
+    z = np.repeat(np.asarray(mean), 5, axis=0)
+    z[:, 1] = np.linspace(-3, 3, 5)
+    np.testing.assert_allclose(grid[1], np.asarray(model.decode(z)), atol=1e-6)
+    assert not np.allclose(grid[1, 0], grid[1, -1])  # the sweep changes the picture
+    out = tmp_path / "g.png"
+    assert cli.main(["sample", "beta_vae_conv", "--checkpoint", str(trained_run / "model.keras"), "--out", str(out),
+                     "--traverse"]) == 0
+    picture = np.asarray(Image.open(tmp_path / "g_traversal.png"))
+    assert picture.shape == (2 * (2 * 33 + 1), 2 * (9 * 33 + 1))  # 2 rows x 9 columns of 32x32, padded, x2
+
+
+def test_tensorboard_gets_images_every_epoch(trained_run):
+    tags = {}
+    for path in (trained_run / "logs" / "images").glob("*tfevents*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, set()).add(event.step)
+    assert tags == {"samples": {0, 1}, "reconstructions": {0, 1}}

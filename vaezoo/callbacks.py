@@ -112,3 +112,38 @@ def _learning_rate(model):
         return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
     except Exception:  # noqa: BLE001  (a schedule or no optimizer)
         return None
+
+
+class ImageSummaries(keras.callbacks.Callback):
+    """TensorBoard image summaries after every epoch: ``samples`` (from the prior) and
+    ``reconstructions`` (each example above its reconstruction), beside Keras' scalars.
+
+    Args:
+        log_dir: the folder of the summaries (``<run>/logs/images``).
+        examples: a fixed batch of inputs to reconstruct (images, not code maps).
+        num_samples: how many samples to draw (with a fixed seed, so epochs compare).
+    """
+
+    def __init__(self, log_dir, examples, num_samples: int = 16):
+        super().__init__()
+        self.log_dir, self.examples, self.num_samples = log_dir, examples, int(num_samples)
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf  # late: this module is imported by the light parts of vaezoo too
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.log_dir))
+        x = tf.convert_to_tensor(self.examples, tf.float32)
+        pairs = tf.reshape(tf.stack([x, tf.cast(self.model.reconstruct(x), tf.float32)], axis=1), [-1, *x.shape[1:]])
+        with self._writer.as_default():
+            tf.summary.image("samples", tf.clip_by_value(self.model.sample(self.num_samples, seed=0), 0.0, 1.0),
+                             step=epoch, max_outputs=self.num_samples)
+            tf.summary.image("reconstructions", tf.clip_by_value(pairs, 0.0, 1.0), step=epoch,
+                             max_outputs=int(pairs.shape[0]))
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

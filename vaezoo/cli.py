@@ -77,6 +77,16 @@ def _config_yaml(cfg) -> str:
     return yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}, sort_keys=False)
 
 
+def _write_traversal(model, out_path: Path, test_ds) -> list[Path]:
+    """``<name>_traversal.png``: one row per latent dimension, swept from -3 to 3 (continuous latents only)."""
+    if test_ds is None or not hasattr(model, "traverse"):
+        return []
+    x = next(iter(test_ds.unbatch().batch(1)))
+    grid = model.traverse(x)
+    path = out_path.with_name(out_path.stem + "_traversal" + out_path.suffix)
+    return [Path(images.save_grid(grid.reshape(-1, *grid.shape[2:]), path, ncols=grid.shape[1]))]
+
+
 def _write_samples(model, out_path: Path, test_ds, seed, prior=None) -> list[Path]:
     drawn = model.sample(64, seed=seed, prior=prior) if prior is not None else model.sample(64, seed=seed)
     written = [Path(images.save_grid(np.asarray(drawn), out_path))]
@@ -224,6 +234,9 @@ def _train(args, cfg, overrides, out: Path, lock: runs.RunLock) -> int:
     if args.kl_warmup:
         callbacks.append(vaezoo.callbacks.KLWarmup(args.kl_warmup))
     callbacks.append(_ReportResume(checkpoint))
+    if vqvae is None:  # images in TensorBoard: samples and reconstructions of 8 validation images
+        examples = next(iter(val_ds.unbatch().batch(8)))
+        callbacks.append(vaezoo.callbacks.ImageSummaries(out / "logs" / "images", examples))
     model.fit(train_ds, epochs=cfg["epochs"], validation_data=val_ds, callbacks=callbacks, verbose=args.verbose)
     with fileio.atomic_path(out / runs.MODEL_FILE) as tmp:
         model.save(tmp)
@@ -231,6 +244,7 @@ def _train(args, cfg, overrides, out: Path, lock: runs.RunLock) -> int:
         written = _write_samples(vqvae, out / "samples.png", None, args.seed, prior=model)
     else:
         written = _write_samples(model, out / "samples.png", val_ds, args.seed)
+        written += _write_traversal(model, out / "samples.png", val_ds)
     runs.mark_finished(out, cfg["epochs"])
     print(f"saved {out / runs.MODEL_FILE}; wrote {', '.join(map(str, written))}; TensorBoard logs in {out / 'logs'}")
     return 0
@@ -299,6 +313,12 @@ def cmd_sample(args) -> int:
         test_ds = None
     prior = _load_checkpoint(args.prior) if args.prior else None
     written = _write_samples(model, Path(args.out), test_ds, args.seed, prior=prior)
+    if args.traverse:
+        if not hasattr(model, "traverse"):
+            raise UsageError(f"--traverse sweeps continuous latents; {type(model).__name__} has discrete codes.")
+        if test_ds is None:
+            raise UsageError("--traverse needs the data set to encode an example (see --data-dir).")
+        written += _write_traversal(model, Path(args.out), test_ds)
     print(f"wrote {', '.join(map(str, written))}")
     return 0
 
@@ -412,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, checkpoint=True)
     p.add_argument("--out", required=True, help="PNG path; reconstructions go beside it")
     p.add_argument("--prior", metavar="CHECKPOINT", help="VQ-VAE only: its trained prior (`vaezoo train PRIOR --vqvae ...`) to draw the codes")
+    p.add_argument("--traverse", action="store_true",
+                   help="also write OUT_traversal.png: each latent dimension swept from -3 to 3 around a real example")
     p.set_defaults(func=cmd_sample)
 
     p = add_parser("export", help="write a SavedModel (TF Serving layout) or a TFLite model")

@@ -284,7 +284,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         for _, old in epoch_checkpoints(self.folder):
             if old != keep:
                 old.unlink(missing_ok=True)
-        for name in (MODEL_FILE, "samples.png", "samples_reconstructions.png"):
+        for name in (MODEL_FILE, "samples.png", "samples_reconstructions.png", "samples_traversal.png"):
             (self.folder / name).unlink(missing_ok=True)
 
 

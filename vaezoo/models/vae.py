@@ -30,6 +30,7 @@ References:
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from vaezoo import config as cfg
@@ -270,6 +271,23 @@ class VAE(BaseVAE):
     def reconstruct(self, x):
         """Decode the posterior mean of x."""
         return self(x, training=False)
+
+    def traverse(self, x, steps: int = 9, limit: float = 3.0):
+        """A latent traversal of one example: ``[latent_dim, steps, *data_shape]`` likelihood means.
+
+        Row i decodes the posterior mean of ``x`` (one example, ``[1, *data_shape]`` or
+        ``data_shape``) with coordinate i replaced by each of ``steps`` values from ``-limit`` to
+        ``limit``, the others held: the picture by which a beta-VAE's factors are judged
+        (Higgins et al. 2017, figure 7).
+        """
+        steps = self.check_count(steps, "steps")
+        x = np.asarray(x, dtype="float32").reshape((1, *self.data_shape))
+        mean, _ = self.encode(x)
+        values = np.linspace(-limit, limit, steps, dtype="float32")
+        z = np.repeat(np.asarray(mean), self.latent_dim * steps, axis=0).reshape(self.latent_dim, steps, -1)
+        z[np.arange(self.latent_dim), :, np.arange(self.latent_dim)] = values
+        images = self.decode(z.reshape(-1, self.latent_dim))
+        return np.asarray(images).reshape(self.latent_dim, steps, *self.data_shape)
 
     def sample(self, n: int, seed=None, mean: bool = True):
         """``n`` samples: z ~ p(z), then E[x|z] (``mean=True``) or x ~ p(x|z)."""
