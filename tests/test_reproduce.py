@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import pretrained_zoo  # noqa: E402
 import reproduce  # noqa: E402
 
-from vaezoo import runs  # noqa: E402
+import vaezoo  # noqa: E402
+from vaezoo import pretrained, runs  # noqa: E402
 
 TINY = ["--limit", "200", "--batch-size", "50", "--curve-every", "1", "--curve-samples", "5", "--curve-examples",
         "40", "--eval-samples", "10", "--eval-examples", "40", "--jit-compile", "false"]
@@ -44,6 +46,16 @@ def test_a_run_writes_its_curve_and_resumes_after_a_stop(tmp_path, data_dir):
     assert result["paper_nll"] == 86.76 and result["eval_samples"] == 10 and result["eval_examples"] == 40
     assert 50 < result["test_nll"] < 600
     assert reproduce.run(reproduce.parser().parse_args(argv)) == result  # finished: read back, not retrained
+    # The run's model enters a zoo of pretrained weights; its manifest metric is the run's test NLL, by
+    # a protocol that vaezoo.pretrained.measure repeats exactly.
+    zoo = tmp_path / "zoo"
+    pretrained_zoo.main(["--zoo", str(zoo), "--data-dir", str(data_dir), "add-run", str(out), "--tag", "tiny"])
+    entry = pretrained.manifest(zoo)["vae.tiny"]
+    assert entry.metric["value"] == result["test_nll"] and entry.default and entry.epochs == 3
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(pretrained.PRETRAINED_DIR_ENV, str(zoo))
+        model = vaezoo.get("vae.tiny", pretrained=True)
+        assert pretrained.measure(model, entry.metric, data_dir=data_dir) == pytest.approx(result["test_nll"], abs=1e-3)
     with pytest.raises(SystemExit, match="other settings.*budget: 3 -> 4"):
         reproduce.run(reproduce.parser().parse_args([*argv[:5], "4", *argv[6:]]))
 

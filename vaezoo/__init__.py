@@ -21,6 +21,7 @@ from vaezoo.registry import (
 from vaezoo import callbacks, data, distribute, layers, models, training, vq  # noqa: F401  (importing models registers the built-ins)
 from vaezoo import export
 from vaezoo.export import load_exported
+from vaezoo.pretrained import list_pretrained, pretrained_info
 from vaezoo.models import IWAE, VAE, VQVAE, BaseVAE, BetaVAE
 
 __version__ = "0.1.0"
@@ -40,8 +41,10 @@ __all__ = [
     "is_model",
     "layers",
     "list_models",
+    "list_pretrained",
     "load_exported",
     "load_plugins",
     "model_info",
+    "pretrained_info",
     "register_model",
 ]

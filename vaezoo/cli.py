@@ -12,6 +12,8 @@
     vaezoo train hierarchical_pixelcnn_prior --vqvae runs/vq_vae2/model.keras   # the same for VQ-VAE-2
     vaezoo export vae --checkpoint runs/vae/model.keras --format saved_model     # exports/vae/<version>/
     vaezoo export vae --checkpoint runs/vae/model.keras --format tflite --quantize float16
+    vaezoo list --pretrained                                   # the shipped weights: NAME.TAG, data, test metric
+    vaezoo sample vae --pretrained --out vae.png               # --pretrained [TAG] instead of --checkpoint
 
 ``train`` shows Keras' progress bar, writes TensorBoard logs and a crash-safe run folder
 (:mod:`vaezoo.runs`), and resumes an interrupted run in the same ``--out`` folder where it stopped.
@@ -100,6 +102,8 @@ def _write_samples(model, out_path: Path, test_ds, seed, prior=None) -> list[Pat
 
 
 def cmd_list(args) -> int:
+    if args.pretrained:
+        return _list_pretrained(args.pattern)
     names = vaezoo.list_models(args.pattern)
     if not names:
         print(f"no model matches {args.pattern!r}")
@@ -109,6 +113,26 @@ def cmd_list(args) -> int:
     widths = [max(len(r[i]) for r in rows + [("name", "family", "package")]) for i in range(3)]
     for row in [("name", "family", "package")] + rows:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _list_pretrained(pattern: str) -> int:
+    keys = vaezoo.list_pretrained(pattern)
+    if not keys:
+        print(f"no pretrained weights match {pattern!r}")
+        return 1
+    header = ("model", "dataset", "epochs", "test metric", "MB")
+    rows = []
+    for key in keys:
+        e = vaezoo.pretrained_info(key)
+        m = e.metric
+        rows.append((key + (" *" if e.default else ""), e.dataset, str(e.epochs),
+                     f"{m['name']} {m['value']:.2f} {m.get('unit', '')}".rstrip(), f"{e.bytes / 1e6:.1f}"))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    print("* the default tag (pretrained=True); vaezoo.get(NAME, pretrained=True) or vaezoo.get('NAME.TAG', "
+          "pretrained=True) loads one")
     return 0
 
 
@@ -124,7 +148,12 @@ def _run_description(args, cfg) -> dict[str, Any]:
     """What identifies a run: resuming it with anything else is refused (``epochs`` may grow)."""
     return {"model": args.name,
             "config": yaml.safe_load(_config_yaml(cfg)),
-            "args": {"limit": args.limit, "kl_warmup": args.kl_warmup or 0, "vqvae": args.vqvae}}
+            "args": {"limit": args.limit, "kl_warmup": args.kl_warmup or 0, "vqvae": args.vqvae,
+                     **({"pretrained": _pretrained_key(args)} if args.pretrained is not None else {})}}
+
+
+def _pretrained_key(args) -> str | None:
+    return None if args.pretrained is None else vaezoo.pretrained_info(args.name, args.pretrained).key
 
 
 def _out_folder(path: str) -> Path:
@@ -163,6 +192,8 @@ def _existing_run(out: Path) -> dict | None:
 
 def cmd_train(args) -> int:
     overrides = _overrides(args)
+    if args.pretrained is not None:  # fine-tune: the architecture and data the weights were trained with
+        overrides = {**_pretrained_defaults(args), **overrides}
     cfg = vaezoo.get_config(args.name, **overrides)
     out = _out_folder(args.out or os.path.join("runs", args.name))
     with runs.RunLock(out) as lock:  # before anything in the folder is read or written
@@ -222,7 +253,7 @@ def _train(args, cfg, overrides, out: Path, lock: runs.RunLock) -> int:
             return 0
 
     with strategy.scope():
-        model = training.compile_model(vaezoo.get(args.name, **cfg), cfg)
+        model = training.compile_model(vaezoo.get(args.name, pretrained=args.pretrained or False, **cfg), cfg)
 
     def write_config(folder):
         fileio.atomic_write_text(folder / runs.CONFIG_FILE, _config_yaml(cfg))
@@ -282,9 +313,43 @@ def _load_checkpoint(path, expect: str | None = None):
     return model
 
 
+def _model(args):
+    """The model that ``evaluate``/``sample``/``export`` work on: ``--checkpoint`` or ``--pretrained [TAG]``."""
+    if args.pretrained is None:
+        return _load_checkpoint(args.checkpoint, expect=args.name)
+    model = vaezoo.get(args.name, pretrained=args.pretrained)
+    model.compile()
+    return model
+
+
+def _prior(args):
+    """``--prior CHECKPOINT``, else with ``--pretrained`` the prior shipped with those weights (if any)."""
+    if args.prior:
+        return _load_checkpoint(args.prior)
+    if args.pretrained is not None:
+        prior = vaezoo.pretrained_info(args.name, args.pretrained).prior
+        return vaezoo.get(prior, pretrained=True) if prior else None
+    return None
+
+
+def _pretrained_defaults(args) -> dict[str, Any]:
+    """With ``--pretrained``: the config of those weights and the data set they were trained and measured on."""
+    entry = vaezoo.pretrained_info(args.name, args.pretrained)
+    spec = entry.metric["data"]
+    return {**entry.config, "dataset": spec["name"], "binarize": spec.get("binarize", "none")}
+
+
+def _data_config(args) -> dict[str, Any]:
+    """The config whose data ``evaluate``/``sample`` read; with ``--pretrained``, the weights' own data set."""
+    overrides = _overrides(args)
+    if getattr(args, "pretrained", None) is not None:
+        overrides = {**_pretrained_defaults(args), **overrides}
+    return vaezoo.get_config(args.name, **overrides)
+
+
 def cmd_evaluate(args) -> int:
-    cfg = vaezoo.get_config(args.name, **_overrides(args))
-    model = _load_checkpoint(args.checkpoint, expect=args.name)
+    cfg = _data_config(args)
+    model = _model(args)
     if args.num_samples and not hasattr(model, "log_weights"):
         raise UsageError(
             f"--num-samples estimates log p(x) for continuous-latent models (VAE, BetaVAE, IWAE); "
@@ -304,14 +369,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    cfg = vaezoo.get_config(args.name, **_overrides(args))
-    model = _load_checkpoint(args.checkpoint, expect=args.name)
+    cfg = _data_config(args)
+    model = _model(args)
     try:
         test_ds = _dataset(cfg, VALIDATION_SPLIT.get(cfg["dataset"], "test"), args, shuffle=False)
     except FileNotFoundError as exc:
         print(f"no reconstructions: {exc}", file=sys.stderr)
         test_ds = None
-    prior = _load_checkpoint(args.prior) if args.prior else None
+    prior = _prior(args)
     written = _write_samples(model, Path(args.out), test_ds, args.seed, prior=prior)
     if args.traverse:
         if not hasattr(model, "traverse"):
@@ -325,8 +390,8 @@ def cmd_sample(args) -> int:
 
 def cmd_export(args) -> int:
     vaezoo.model_info(args.name)  # an unknown name fails here, with close names
-    model = _load_checkpoint(args.checkpoint, expect=args.name)
-    prior = _load_checkpoint(args.prior) if args.prior else None
+    model = _model(args)
+    prior = _prior(args)
     signatures = args.signatures.split(",") if args.signatures else None
     if args.format == "saved_model":
         if args.quantize:
@@ -383,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_parser("list", help="list registered models and the package each comes from")
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. '*vae*'")
+    p.add_argument("--pretrained", action="store_true",
+                   help="list the shipped pretrained weights (NAME.TAG, data, epochs, test metric) instead")
     p.set_defaults(func=cmd_list)
 
     def common(p, checkpoint=False):
@@ -396,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--limit", type=_positive_int, default=None, help="use only the first N examples")
         p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras verbosity")
         if checkpoint:
-            p.add_argument("--checkpoint", required=True, help="a .keras file written by `vaezoo train`")
+            _weights_source(p)
 
     p = add_parser("config", help="show a model's full config")
     common(p)
@@ -416,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multi_worker: give up waiting for the other workers after SECONDS (default: wait)")
     p.add_argument("--kl-warmup", type=_non_negative_int, default=0, metavar="STEPS",
                    help="anneal the KL weight over STEPS")
+    p.add_argument("--pretrained", nargs="?", const=True, metavar="TAG",
+                   help="start from the shipped pretrained weights of NAME (its default tag, or TAG) and train on")
     p.add_argument("--vqvae", metavar="CHECKPOINT",
                    help="for a prior over codes (pixelcnn_prior for vq_vae, hierarchical_pixelcnn_prior for "
                         "vq_vae2): the trained VQ-VAE whose codes it learns")
@@ -438,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_parser("export", help="write a SavedModel (TF Serving layout) or a TFLite model")
     p.add_argument("name", help="registered model name: the served model's name")
-    p.add_argument("--checkpoint", required=True, help="a .keras file written by `vaezoo train`")
+    _weights_source(p)
     p.add_argument("--format", required=True, choices=("saved_model", "tflite"))
     p.add_argument("--quantize", choices=[q for q in export.QUANTIZATIONS if q], help="TFLite only")
     p.add_argument("--out", default="exports", help="SavedModels go to OUT/NAME/VERSION, TFLite to OUT/NAME/ "
@@ -450,6 +519,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", metavar="CHECKPOINT", help="VQ-VAE only: its trained prior, exported for sampling")
     p.set_defaults(func=cmd_export)
     return parser
+
+
+def _weights_source(p) -> None:
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--checkpoint", help="a .keras file written by `vaezoo train`")
+    group.add_argument("--pretrained", nargs="?", const=True, metavar="TAG",
+                       help="the shipped pretrained weights of NAME (its default tag, or TAG; "
+                            "see `vaezoo list --pretrained`)")
 
 
 class UsageError(ValueError):

@@ -213,8 +213,14 @@ def model_kwargs(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not schema[k].training}
 
 
-def get(name: str, /, **overrides: Any):
+def get(name: str, /, pretrained: bool | str = False, **overrides: Any):
     """Build the registered model ``name`` from its config, with ``overrides`` applied.
+
+    ``pretrained=True`` loads the shipped weights of ``name``'s default tag, ``pretrained="<tag>"``
+    (or ``name="vae.<tag>"``, timm's style, with ``pretrained=True``) those of a tag; the model is
+    built with the config those weights were trained with (see :mod:`vaezoo.pretrained` and
+    ``vaezoo list --pretrained``), and the sha256 of the weights is checked. ``"vae.<tag>"``
+    without ``pretrained`` builds that architecture with fresh weights.
 
     Training keys (optimizer, learning_rate, ...) are accepted and validated but do not
     change the model; see :func:`get_config` and :func:`vaezoo.training.compile_model`. The
@@ -227,7 +233,19 @@ def get(name: str, /, **overrides: Any):
     Raises:
         KeyError: unknown model name (close names suggested).
         vaezoo.config.ConfigError: unknown key, wrong type or a value out of range (valid keys listed).
+        KeyError: ``pretrained`` names a tag that does not exist (the valid ones are listed).
+        vaezoo.pretrained.PretrainedError: damaged weights, or overrides the weights do not fit.
     """
+    from vaezoo import pretrained as _pretrained
+
+    name, tag = _pretrained.split_name(name)
+    if not isinstance(pretrained, (bool, str)):
+        raise TypeError(f"pretrained must be True, False or a tag (str), got {pretrained!r}.")
+    entry = None
+    if tag is not None or pretrained:
+        model_info(name)  # an unknown model name fails first, with close names
+        entry = _pretrained.pretrained_info(f"{name}.{tag}" if tag is not None else name, pretrained)
+        overrides = {**entry.config, **overrides}
     keras_name = overrides.pop("name", None)
     cfg = get_config(name, **overrides)
     builder = model_info(name).builder
@@ -244,6 +262,8 @@ def get(name: str, /, **overrides: Any):
         model.registry_name = name
     except AttributeError:  # a builder returning an object that takes no attributes
         pass
+    if entry is not None and pretrained:
+        _pretrained.load_weights(model, entry)
     return model
 
 

@@ -1,0 +1,159 @@
+"""Build vaezoo's shipped pretrained weights (``vaezoo/weights/``): ``vaezoo.get(name, pretrained=True)``.
+
+Two ways a model enters the zoo, each recording in ``vaezoo/weights/manifest.json`` its config, data,
+schedule, epochs, the test metric measured here (:func:`vaezoo.pretrained.measure`, so the tests can
+measure it again), a cheap check of that metric, the command, and the weights' sha256:
+
+* ``add-run RUN_FOLDER --tag TAG``: the model of a finished ``benchmarks/reproduce.py`` run (the
+  Burda et al. 2016 setting). Its metric is the run's own final test NLL (5000 importance samples on
+  all 10,000 test images, ``result.json``), measured by the same protocol as ``measure``; the
+  fixed binarization takes the early-stopped ``best.keras``, dynamic binarization the last epoch.
+* ``train NAME``: trains one of the entries of ``TRAINED`` with ``vaezoo train`` (the CLI a user
+  runs), then measures its test metric: the importance-sampled NLL (continuous latents) or the test
+  loss (VQ-VAEs and priors over codes: a negative log-likelihood given the codes, nats).
+
+    python benchmarks/reproduce.py --model vae --k 1 --dataset mnist --budget 450 --out runs/repro/vae_k1
+    python benchmarks/pretrained_zoo.py add-run runs/repro/vae_k1 --tag mnist_dynamic --default
+    python benchmarks/pretrained_zoo.py train beta_vae_conv
+    vaezoo list --pretrained
+
+Weights are committed only when final (each commit of a binary stays in the history).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+import vaezoo  # noqa: E402
+from vaezoo import cli, data, pretrained, runs  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reproduce  # noqa: E402
+
+#: The cheap check that the default tests repeat: a seeded NLL with 100 importance samples on the first
+#: 1000 test images (the full metric is in the slow tests).
+CHECK_SAMPLES, CHECK_EXAMPLES = 100, 1000
+
+#: Models trained by ``train``: tag, config overrides, dataset, binarize, epochs, and the importance samples
+#: of the test NLL (a conv decoder costs ~20x an MLP's: 200 samples on all 2000 sprite test images take minutes)
+#: and of its check (on the first ``check_examples`` test images).
+TRAINED = {
+    "beta_vae_conv": dict(tag="sprites", overrides={}, dataset="sprites", binarize="none", epochs=30,
+                          metric_samples=200, check_samples=50, check_examples=200),
+}
+
+
+def test_data(dataset: str, binarize: str, seed: int, limit=None) -> dict:
+    """The ``data.load`` arguments of a test set (a dynamic binarization with a fixed seed and batch size
+    is one fixed set of binary images)."""
+    return {"name": dataset, "split": "test", "binarize": binarize, "seed": seed, "batch_size": 1000, "limit": limit}
+
+
+def nll_metric(spec: dict, num_samples: int, seed: int, value=None) -> dict:
+    out = {"name": "test_nll", "unit": "nats", "num_samples": num_samples, "batch_size": 100, "seed": seed,
+           "data": spec}
+    return out if value is None else {**out, "value": round(float(value), 3)}
+
+
+def add_run(args) -> None:
+    folder = Path(args.run)
+    description = json.loads((folder / "description.json").read_text())
+    result_path = folder / reproduce.RESULT_FILE
+    if not result_path.is_file():
+        sys.exit(f"{folder} has no {reproduce.RESULT_FILE}: the run has not finished its budget")
+    result = json.loads(result_path.read_text())
+    fixed = description["dataset"] == "binarized_mnist"
+    model = keras.models.load_model(folder / (reproduce.BEST_FILE if fixed else f"{runs.CHECKPOINT_DIR}/{runs.LAST_CHECKPOINT}"))
+    binarize = "none" if fixed else "dynamic"
+    spec = test_data(description["dataset"], binarize, reproduce.TEST_BINARIZATION_SEED, limit=result["eval_examples"])
+    metric = nll_metric(spec, result["eval_samples"], description["seed"], result["test_nll"])
+    metric.update(standard_error=result["test_nll_se"], paper=description["paper_nll"])
+    check = nll_metric({**spec, "limit": CHECK_EXAMPLES}, CHECK_SAMPLES, description["seed"])
+    check["value"] = round(pretrained.measure(model, check, data_dir=args.data_dir), 3)
+    steps = data.load(description["dataset"], "train", batch_size=description["batch_size"], data_dir=args.data_dir,
+                      binarize=binarize).cardinality()
+    schedule = {"optimizer": "Adam(beta_1=0.9, beta_2=0.999, epsilon=1e-4)",
+                "learning_rate": "1e-3 * 10**(-i/7) in stage i = 0..7, stage i lasting 3**i/3280 of the steps "
+                                 "(Burda et al. 2016, squeezed into the budget)",
+                "batch_size": description["batch_size"], "steps_per_epoch": int(steps),
+                "budget_epochs": description["budget"], "objective": f"{description['model']} bound, K={description['k']}",
+                "early_stopping": "best validation NLL" if fixed else None, "model_epoch": result["model_epoch"]}
+    dataset = ("binarized MNIST (Larochelle & Murray's fixed binarization; 50k train)" if fixed
+               else "MNIST, dynamically binarized (a fresh Bernoulli draw each epoch)")
+    command = (f"python benchmarks/reproduce.py --model {description['model']} --k {description['k']} --dataset "
+               f"{description['dataset']} --budget {description['budget']} --batch-size {description['batch_size']}")
+    config = {k: v for k, v in reproduce.ARCHITECTURE.items()}
+    config.update(num_samples=description["k"], seed=description["seed"])
+    entry = pretrained.add(model, args.tag, config=config, dataset=dataset, schedule=schedule,
+                           epochs=description["budget"], metric=metric, check=check, folder=args.zoo,
+                           default=args.default, command=command,
+                           notes=f"Burda et al. 2016 report {description['paper_nll']} nats (3280 epochs).")
+    print(json.dumps({entry.key: {"metric": entry.metric["value"], "check": entry.check["value"],
+                                  "bytes": entry.bytes}}))
+
+
+def train(args) -> None:
+    spec = TRAINED[args.name]
+    run = Path(args.runs) / f"{args.name}.{spec['tag']}"
+    argv = ["train", args.name, "--dataset", spec["dataset"], "--epochs", str(spec["epochs"]), "--seed", "0",
+            "--out", str(run), "--verbose", "2", "--data-dir", str(args.data_dir)]
+    for key, value in spec["overrides"].items():
+        argv += ["--set", f"{key}={json.dumps(value)}"]
+    start = time.monotonic()
+    code = cli.main(argv)
+    if code:
+        sys.exit(f"vaezoo {shlex.join(argv)} failed with exit code {code}")
+    model = keras.models.load_model(run / runs.MODEL_FILE)
+    full = vaezoo.get_config(args.name, **yaml_config(run))
+    test = test_data(spec["dataset"], spec["binarize"], 0)
+    metric = nll_metric(test, spec["metric_samples"], 0)
+    metric["value"] = round(pretrained.measure(model, metric, data_dir=args.data_dir), 3)
+    check = nll_metric({**test, "limit": spec["check_examples"]}, spec["check_samples"], 0)
+    check["value"] = round(pretrained.measure(model, check, data_dir=args.data_dir), 3)
+    schedule = {"optimizer": full["optimizer"], "learning_rate": full["learning_rate"],
+                "batch_size": full["batch_size"], "train_seconds": round(time.monotonic() - start)}
+    entry = pretrained.add(model, spec["tag"], config=vaezoo.registry.model_kwargs(args.name, full),
+                           dataset=spec["dataset"], schedule=schedule, epochs=spec["epochs"], metric=metric,
+                           check=check, folder=args.zoo, default=True,
+                           command=f"python benchmarks/pretrained_zoo.py train {args.name}  (= vaezoo {shlex.join(argv)})")
+    print(json.dumps({entry.key: {"metric": entry.metric["value"], "check": entry.check["value"],
+                                  "bytes": entry.bytes}}))
+
+
+def yaml_config(run: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((run / runs.CONFIG_FILE).read_text())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--zoo", default=str(pretrained.SHIPPED_DIR), help="the zoo folder (default: vaezoo/weights)")
+    p.add_argument("--data-dir", default=os.environ.get(data.DATA_DIR_ENV, "../shared/data"))
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("add-run", help="add the model of a finished benchmarks/reproduce.py run")
+    a.add_argument("run")
+    a.add_argument("--tag", required=True)
+    a.add_argument("--default", action="store_true", help="make it the tag that pretrained=True picks")
+    a.set_defaults(func=add_run)
+    t = sub.add_parser("train", help="train and add one of the models of TRAINED")
+    t.add_argument("name", choices=sorted(TRAINED))
+    t.add_argument("--runs", default="runs/pretrained", help="where the training run folders go")
+    t.set_defaults(func=train)
+    args = p.parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Pretrained weights: `vaezoo.get(name, pretrained=...)`, the manifest, hash checks, the CLI, and the
+shipped zoo (every shipped model's test metric measured again and compared with its manifest)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import keras
+import numpy as np
+import pytest
+
+import vaezoo
+from vaezoo import cli, pretrained
+
+TINY = {"hidden_units": [16], "latent_dim": 3, "data_shape": [32, 32, 1], "dataset": "sprites"}
+CHECK = {"name": "test_nll", "unit": "nats", "num_samples": 8, "batch_size": 32, "seed": 0,
+         "data": {"name": "sprites", "split": "test", "binarize": "none", "seed": 0, "batch_size": 64, "limit": 64}}
+
+
+def _add(folder, tag, default=False, **overrides):
+    model = vaezoo.get("vae", **{**TINY, **overrides})
+    value = pretrained.measure(model, CHECK)
+    metric = {**CHECK, "value": round(value, 4)}
+    pretrained.add(model, tag, config={**TINY, **overrides}, dataset="sprites (test fixture)",
+                   schedule={"optimizer": "none"}, epochs=0, metric=metric, check=metric, folder=folder,
+                   default=default, command="tests/test_pretrained.py")
+    return model
+
+
+@pytest.fixture
+def zoo(tmp_path, monkeypatch):
+    """A zoo of two tags of a tiny `vae` in a temporary folder, used instead of the shipped one."""
+    folder = tmp_path / "zoo"
+    monkeypatch.setenv(pretrained.PRETRAINED_DIR_ENV, str(folder))
+    models = {"tiny": _add(folder, "tiny"), "other": _add(folder, "other", latent_dim=2)}
+    return folder, models
+
+
+def _same_weights(a, b) -> bool:
+    return len(a.weights) == len(b.weights) and all(
+        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.get_weights(), b.get_weights()))
+
+
+def test_get_pretrained_loads_the_recorded_weights_and_config(zoo):
+    _, models = zoo
+    assert vaezoo.list_pretrained() == ["vae.other", "vae.tiny"]
+    assert vaezoo.list_pretrained("vae") == ["vae.other", "vae.tiny"]
+    default = vaezoo.get("vae", pretrained=True)  # the first tag added is the default
+    assert vaezoo.pretrained_info("vae").tag == "tiny" and _same_weights(default, models["tiny"])
+    other = vaezoo.get("vae", pretrained="other")
+    assert other.latent_dim == 2 and _same_weights(other, models["other"])
+    assert _same_weights(vaezoo.get("vae.other", pretrained=True), models["other"])
+    fresh = vaezoo.get("vae.other")  # the tag's architecture, fresh weights (timm's name.tag)
+    assert fresh.latent_dim == 2 and not _same_weights(fresh, models["other"])
+    assert default.registry_name == "vae"
+
+
+def test_pretrained_models_score_what_the_manifest_says(zoo):
+    model = vaezoo.get("vae", pretrained="tiny")
+    entry = vaezoo.pretrained_info("vae.tiny")
+    assert pretrained.measure(model, entry.check) == pytest.approx(entry.check["value"], abs=1e-3)
+
+
+def test_pretrained_model_trains_further(zoo):
+    model = vaezoo.get("vae", pretrained=True)
+    model.compile("adam")
+    before = model.evaluate(vaezoo.data.load("sprites", "test", batch_size=64, limit=64), return_dict=True, verbose=0)
+    history = model.fit(vaezoo.data.load("sprites", "train", batch_size=64, limit=256), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0]) and np.isfinite(before["loss"])
+
+
+def test_default_flag_moves_to_the_new_default(zoo):
+    folder, _ = zoo
+    _add(folder, "newer", default=True)
+    assert vaezoo.pretrained_info("vae").tag == "newer"
+    assert sum(e.default for e in pretrained.manifest(folder).values()) == 1
+
+
+def test_unknown_tag_lists_the_valid_ones(zoo):
+    with pytest.raises(KeyError, match=r"Unknown tag 'nope' for 'vae'.*vae\.other, vae\.tiny"):
+        vaezoo.get("vae", pretrained="nope")
+    with pytest.raises(KeyError, match="vae.other, vae.tiny"):
+        vaezoo.get("vae.nope", pretrained=True)
+    with pytest.raises(ValueError, match="Two tags"):
+        vaezoo.get("vae.tiny", pretrained="other")
+
+
+def test_model_without_weights_names_the_models_with_some(zoo):
+    with pytest.raises(KeyError, match=r"No pretrained weights for 'iwae'.*Models with weights: vae"):
+        vaezoo.get("iwae", pretrained=True)
+    with pytest.raises(KeyError, match="Unknown model 'vea'"):  # the model name is checked first
+        vaezoo.get("vea", pretrained=True)
+    with pytest.raises(TypeError, match="pretrained must be"):
+        vaezoo.get("vae", pretrained=1)
+
+
+def test_damaged_or_missing_weights_are_refused(zoo):
+    folder, _ = zoo
+    path = folder / vaezoo.pretrained_info("vae.tiny").file
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(pretrained.PretrainedError, match=r"vae\.tiny are damaged.*sha256"):
+        vaezoo.get("vae", pretrained="tiny")
+    path.unlink()
+    with pytest.raises(pretrained.PretrainedError, match=r"vae\.tiny are missing"):
+        vaezoo.get("vae", pretrained="tiny")
+
+
+def test_overrides_that_do_not_fit_the_weights(zoo):
+    with pytest.raises(pretrained.PretrainedError, match=r"vae\.tiny do not fit"):
+        vaezoo.get("vae", pretrained="tiny", hidden_units=[8])
+    model = vaezoo.get("vae", pretrained="tiny", seed=3)  # an override that keeps the architecture
+    assert model.seed == 3
+
+
+def test_loading_needs_no_network(zoo, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network access in a test of offline loading")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    model = vaezoo.get("vae", pretrained=True)
+    assert model.sample(2, seed=0).shape == (2, 32, 32, 1)
+
+
+def test_manifest_records_what_the_issue_asks(zoo):
+    folder, _ = zoo
+    raw = json.loads((folder / pretrained.MANIFEST_FILE).read_text())
+    entry = raw["models"]["vae.tiny"]
+    for key in ("config", "dataset", "schedule", "epochs", "metric", "sha256", "file", "bytes", "command"):
+        assert key in entry, key
+    assert entry["config"]["latent_dim"] == 3 and "optimizer" not in entry["config"]  # model keys only
+    assert entry["sha256"] == pretrained.sha256(folder / entry["file"])
+
+
+def test_pretrained_dir_without_manifest_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(pretrained.PRETRAINED_DIR_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=pretrained.PRETRAINED_DIR_ENV):
+        vaezoo.list_pretrained()
+
+
+def test_cli_list_sample_and_errors(zoo, tmp_path, capsys):
+    assert cli.main(["list", "--pretrained"]) == 0
+    out = capsys.readouterr().out
+    assert "vae.tiny *" in out and "vae.other" in out and "test_nll" in out
+    assert cli.main(["sample", "vae", "--pretrained", "other", "--verbose", "0",
+                     "--traverse", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").is_file() and (tmp_path / "s_traversal.png").is_file()
+    capsys.readouterr()
+    assert cli.main(["sample", "vae", "--pretrained", "nope", "--out", str(tmp_path / "t.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "vae.other, vae.tiny" in err[0]
+    with pytest.raises(SystemExit):  # argparse: --checkpoint and --pretrained are exclusive
+        cli.main(["sample", "vae", "--pretrained", "--checkpoint", "x.keras", "--out", "x.png"])
+
+
+# ---- the shipped zoo ------------------------------------------------------------------------------
+
+SHIPPED = pretrained.manifest(pretrained.SHIPPED_DIR)
+
+
+@pytest.fixture
+def shipped(monkeypatch):
+    monkeypatch.delenv(pretrained.PRETRAINED_DIR_ENV, raising=False)
+
+
+@pytest.mark.parametrize("key", sorted(SHIPPED))
+def test_shipped_weights_load_and_match_their_hash(key, shipped):
+    entry = SHIPPED[key]
+    assert pretrained.weights_path(entry).stat().st_size == entry.bytes < 10e6  # small enough to ship
+    model = vaezoo.get(key, pretrained=True)
+    assert model.registry_name == entry.name
+    for field in ("name", "value", "unit", "data"):
+        assert field in entry.metric, field
+
+
+def _measure_again(key: str, field: str, request) -> None:
+    entry = SHIPPED[key]
+    metric = getattr(entry, field)
+    data_dir = request.getfixturevalue("data_dir") if metric["data"]["name"] != "sprites" else None
+    model = vaezoo.get(key, pretrained=True)
+    assert pretrained.measure(model, metric, data_dir=data_dir) == pytest.approx(metric["value"], abs=0.05)
+
+
+@pytest.mark.parametrize("key", sorted(SHIPPED))
+def test_shipped_models_score_their_manifest_check(key, shipped, request):
+    """The cheap version of each model's metric (fewer importance samples or images), measured again."""
+    _measure_again(key, "check", request)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", sorted(SHIPPED))
+def test_shipped_models_score_their_manifest_metric(key, shipped, request):
+    """The published metric itself (e.g. 5000 importance samples on all 10,000 test images)."""
+    _measure_again(key, "metric", request)
+
+def test_cli_train_fine_tunes_from_the_weights(zoo, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "vae", "--pretrained", "other", "--epochs", "1", "--limit", "64", "--batch-size", "32",
+            "--set", "learning_rate=1e-12", "--verbose", "0", "--out", str(out)]
+    assert cli.main(argv) == 0
+    trained = keras.models.load_model(out / "model.keras")
+    start = vaezoo.get("vae", pretrained="other")
+    assert trained.latent_dim == 2  # the tag's architecture, with the fixture's data set (sprites)
+    for a, b in zip(trained.get_weights(), start.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)  # a learning rate of 1e-12 leaves the weights where they started
+    capsys.readouterr()
+    assert cli.main([*argv[:3], "tiny", *argv[4:]]) == 2  # the run in --out started from other weights
+    assert "pretrained: 'vae.other' -> 'vae.tiny'" in capsys.readouterr().err
