@@ -133,3 +133,19 @@ def test_dsprites_errors_name_the_file(tmp_path):
     (tmp_path / data.DSprites.FILENAME).write_bytes(b"not an npz")
     with pytest.raises(data.DataError, match="not a readable dSprites file"):
         _TinyDSprites(tmp_path)
+
+
+def test_evaluate_scores_a_representation_on_the_grid():
+    grid = data.SpriteGrid(size=32)
+    ys, xs = np.mgrid[0:32, 0:32]
+
+    def encode(images):
+        mass = images[..., 0].sum((1, 2))
+        return np.stack([(images[..., 0] * xs).sum((1, 2)) / mass, (images[..., 0] * ys).sum((1, 2)) / mass], 1)
+
+    scores = disentanglement.evaluate(encode, grid, ("mig", "modularity"), num_examples=1000)
+    assert set(scores) == {"mig", "modularity"} and scores["modularity"] > 0.9
+    assert disentanglement.evaluate(encode, grid, ("mig",), num_examples=1000, seed=1)["mig"] == pytest.approx(
+        scores["mig"], abs=0.02)  # stable across seeds
+    with pytest.raises(ValueError, match="Unknown metric 'migg'.*factor_vae_score"):
+        disentanglement.evaluate(encode, grid, ("migg",))

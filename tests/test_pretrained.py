@@ -209,3 +209,16 @@ def test_cli_train_fine_tunes_from_the_weights(zoo, tmp_path, capsys):
     capsys.readouterr()
     assert cli.main([*argv[:3], "tiny", *argv[4:]]) == 2  # the run in --out started from other weights
     assert "pretrained: 'vae.other' -> 'vae.tiny'" in capsys.readouterr().err
+
+
+def test_cli_evaluate_disentanglement_metrics(zoo, capsys):
+    argv = ["evaluate", "vae", "--pretrained", "tiny", "--metrics", "mig,modularity,sap", "--num-examples", "300",
+            "--verbose", "0"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "on sprites_grid (32x32" in out
+    values = {line.split(":")[0].strip(): float(line.split(":")[1]) for line in out.splitlines()[1:]}
+    assert set(values) == {"mig", "modularity", "sap"} and all(0 <= v <= 1 for v in values.values())
+    assert cli.main([*argv[:5], "mig,nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown metric 'nope'" in err and "factor_vae_score" in err

@@ -6,6 +6,7 @@
     vaezoo train vae --set mixed_precision=mixed_bfloat16 --set jit_compile=false --set steps_per_execution=1
     TF_CONFIG='{"cluster": ...}' vaezoo train vae --strategy multi_worker   # on each worker (see README)
     vaezoo evaluate NAME --checkpoint PATH [--dataset D]
+    vaezoo evaluate NAME --checkpoint PATH --metrics mig,dci,sap,factor_vae_score   # disentanglement (sprites)
     vaezoo sample NAME --checkpoint PATH --out grid.png
     vaezoo train pixelcnn_prior --vqvae runs/vq_vae/model.keras      # a prior over a VQ-VAE's codes
     vaezoo sample vq_vae --checkpoint runs/vq_vae/model.keras --prior runs/pixelcnn_prior/model.keras --out g.png
@@ -348,6 +349,8 @@ def _data_config(args) -> dict[str, Any]:
 
 
 def cmd_evaluate(args) -> int:
+    if args.metrics:
+        return _evaluate_disentanglement(args)
     cfg = _data_config(args)
     model = _model(args)
     if args.num_samples and not hasattr(model, "log_weights"):
@@ -365,6 +368,35 @@ def cmd_evaluate(args) -> int:
         print(f"  {'log p(x)':>15s}: {ll.mean:.4f}  (importance sampled, {args.num_samples} samples)")
         print(f"  {'NLL':>15s}: {ll.nll:.4f} +- {ll.standard_error:.4f}")
         print(f"  {'bits/dim':>15s}: {ll.bits_per_dim:.4f}")
+    return 0
+
+
+def _evaluate_disentanglement(args) -> int:
+    """``evaluate --metrics``: disentanglement of the posterior means on images with known factors."""
+    from vaezoo import disentanglement
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    unknown = [m for m in metrics if m not in disentanglement.METRICS]
+    if unknown or not metrics:
+        raise UsageError(f"--metrics {args.metrics!r}: unknown metric {unknown[0] if unknown else ''!r}; valid "
+                         f"choices: {', '.join(disentanglement.METRICS)}.")
+    model = _model(args)
+    if not hasattr(model, "latent_dim"):
+        raise UsageError(f"--metrics scores continuous codes; {type(model).__name__} has discrete codes.")
+    height, width, channels = model.data_shape
+    if height != width or channels != 1:
+        raise UsageError(f"--metrics needs a model of square one-channel images (the sprites); {args.name} reads "
+                         f"{tuple(model.data_shape)}.")
+    factors = data.factor_data(args.factor_data, data_dir=args.data_dir, size=height)
+    if args.factor_data == "dsprites" and height != 64:
+        raise UsageError(f"dSprites images are 64x64; {args.name} reads {height}x{width}.")
+    start = time.monotonic()
+    scores = disentanglement.evaluate(disentanglement.posterior_means(model), factors, metrics,
+                                      num_examples=args.num_examples, seed=args.seed or 0)
+    print(f"{args.name} on {args.factor_data} ({height}x{width}, factors: {', '.join(factors.factor_names)}; "
+          f"{args.num_examples} examples, {time.monotonic() - start:.0f} s)")
+    for key, value in scores.items():
+        print(f"  {key:>24s}: {value:.4f}")
     return 0
 
 
@@ -495,6 +527,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--num-samples", type=_non_negative_int, default=0, metavar="S",
                    help="also estimate log p(x) with S importance samples (e.g. 5000)")
+    p.add_argument("--metrics", metavar="NAMES",
+                   help="instead: disentanglement metrics of the posterior means, comma-separated from mig, sap, "
+                        "dci, modularity, beta_vae_score, factor_vae_score (on --factor-data)")
+    p.add_argument("--factor-data", default="sprites_grid", choices=("sprites_grid", "dsprites"),
+                   help="--metrics: images with known factors (sprites_grid: vaezoo's own, at the model's size)")
+    p.add_argument("--num-examples", type=_positive_int, default=10_000,
+                   help="--metrics: examples drawn for mig, sap, dci and modularity (default 10000)")
     p.set_defaults(func=cmd_evaluate)
 
     p = add_parser("sample", help="PNG grids of samples and reconstructions")

@@ -352,3 +352,49 @@ def factor_vae_score(encode: Callable, sampler: FactorSampler, batch_size: int =
 ARRAY_METRICS = {"mig": mig, "sap": sap, "dci": dci, "modularity": modularity}
 #: The metrics that draw factor-conditioned batches, by name.
 SAMPLER_METRICS = {"beta_vae_score": beta_vae_score, "factor_vae_score": factor_vae_score}
+METRICS = (*ARRAY_METRICS, *SAMPLER_METRICS)
+
+
+def posterior_means(model, batch_size: int = 500) -> Callable[[np.ndarray], np.ndarray]:
+    """The representation of a continuous-latent vaezoo model: images -> posterior means ``[N, d]``, in batches."""
+    if not hasattr(model, "encode") or not hasattr(model, "latent_dim"):
+        raise TypeError(f"Disentanglement metrics score continuous codes; {type(model).__name__} has none "
+                        "(a VAE, BetaVAE or IWAE has).")
+
+    def encode(images):
+        images = np.asarray(images, dtype=np.float32)
+        return np.concatenate([np.asarray(model.encode(images[i:i + batch_size])[0])
+                               for i in range(0, len(images), batch_size)]) if len(images) else np.zeros((0, model.latent_dim))
+
+    return encode
+
+
+def evaluate(encode: Callable, data, metrics=("mig", "sap", "dci", "modularity"), num_examples: int = 10_000,
+             seed: int = 0) -> dict[str, float]:
+    """Score a representation on data with known factors (e.g. :class:`vaezoo.data.SpriteGrid`).
+
+    Args:
+        encode: images -> codes ``[N, d]`` (e.g. :func:`posterior_means` of a model).
+        data: a :class:`vaezoo.data.FactorData` (``sample_factors``, ``observations``, ``num_factors``).
+        metrics: names from :data:`METRICS`.
+        num_examples: examples drawn (seeded) for the metrics of arrays; the scores that draw their own
+            batches use their defaults (10,000 training and 5,000 evaluation points of 64 examples).
+
+    Returns:
+        ``{"mig": ..., "dci_disentanglement": ..., "factor_vae_score": ...}``: DCI gives its four parts,
+        the beta-VAE and FactorVAE scores their evaluation accuracy.
+    """
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"Unknown metric {unknown[0]!r}; valid choices: {', '.join(METRICS)}.")
+    out: dict[str, float] = {}
+    if any(m in ARRAY_METRICS for m in metrics):
+        rng = np.random.default_rng(seed)
+        factors = data.sample_factors(num_examples, rng)
+        codes = encode(data.observations(factors, rng))
+        for name in (m for m in metrics if m in ARRAY_METRICS):
+            value = ARRAY_METRICS[name](codes, factors)
+            out.update({f"dci_{k}": v for k, v in value.items()} if isinstance(value, dict) else {name: value})
+    for name in (m for m in metrics if m in SAMPLER_METRICS):
+        out[name] = SAMPLER_METRICS[name](encode, data, seed=seed)["eval_accuracy"]
+    return out
