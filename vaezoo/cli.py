@@ -387,9 +387,9 @@ def _evaluate_disentanglement(args) -> int:
     if height != width or channels != 1:
         raise UsageError(f"--metrics needs a model of square one-channel images (the sprites); {args.name} reads "
                          f"{tuple(model.data_shape)}.")
-    factors = data.factor_data(args.factor_data, data_dir=args.data_dir, size=height)
     if args.factor_data == "dsprites" and height != 64:
         raise UsageError(f"dSprites images are 64x64; {args.name} reads {height}x{width}.")
+    factors = data.factor_data(args.factor_data, data_dir=args.data_dir, size=height)
     start = time.monotonic()
     scores = disentanglement.evaluate(disentanglement.posterior_means(model), factors, metrics,
                                       num_examples=args.num_examples, seed=args.seed or 0)

@@ -322,7 +322,8 @@ class SpriteGrid(FactorData):
 class DSprites(FactorData):
     """The published dSprites file (``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz``, Matthey et al. 2017)
     with the interface of :class:`SpriteGrid`: its images, factors (shape, scale, orientation, x, y)
-    and sampling. Found in ``data_dir`` (or ``$VAEZOO_DATA_DIR``, or a ``dsprites/`` folder in it)."""
+    and sampling. Found in ``data_dir`` (or ``$VAEZOO_DATA_DIR``, or a ``dsprites/`` folder in it).
+    The images are held in memory as uint8 (3 GB)."""
 
     FILENAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
     factor_names = SpriteGrid.factor_names
