@@ -237,8 +237,10 @@ def add(model, tag: str, *, config: Mapping[str, Any], dataset: str, schedule: M
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     file = f"{name}.{tag}.weights.h5"
+    fresh = registry.get(name, **config)  # uncompiled: the file holds the model's weights, not an optimizer's state
+    fresh.set_weights(model.get_weights())
     with fileio.atomic_path(folder / file) as tmp:
-        model.save_weights(tmp)  # tmp keeps the name's .weights.h5 ending, which Keras requires
+        fresh.save_weights(tmp)  # tmp keeps the name's .weights.h5 ending, which Keras requires
     entries = {k: dataclasses.asdict(e) for k, e in manifest(folder).items()}
     if default:
         for entry in entries.values():
