@@ -123,9 +123,10 @@ def _list_pretrained(pattern: str) -> int:
         print(f"no pretrained weights match {pattern!r}")
         return 1
     header = ("model", "dataset", "epochs", "test metric", "MB")
+    entries = vaezoo.pretrained.manifest()  # read once, not once per row
     rows = []
     for key in keys:
-        e = vaezoo.pretrained_info(key)
+        e = entries[key]
         m = e.metric
         rows.append((key + (" *" if e.default else ""), e.dataset, str(e.epochs),
                      f"{m['name']} {m['value']:.2f} {m.get('unit', '')}".rstrip(), f"{e.bytes / 1e6:.1f}"))
