@@ -126,8 +126,10 @@ def test_mirrored_step_equals_single_device_step():
     # vae: reparameterisation noise drawn per example of the global batch; vq_vae: EMA codebook
     # statistics summed and dead-code restarts drawn from the gathered global batch. Every model:
     # the slow test below.
-    results = _mirrored(["vae", "vq_vae", "vae:unscaled"])
-    for spec in ("vae", "vq_vae"):
+    # dip_vae: a batch statistic (the covariance of the posterior means) of the gathered global batch,
+    # differentiated through the gather.
+    results = _mirrored(["vae", "vq_vae", "dip_vae", "vae:unscaled"])
+    for spec in ("vae", "vq_vae", "dip_vae"):
         assert results[spec]["replicas"] == 2
         assert_same_training(results[spec])
         assert results[spec]["steps_per_execution"] == 1  # "auto" under MirroredStrategy

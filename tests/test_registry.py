@@ -13,7 +13,7 @@ def test_builtin_models_registered():
 
 
 def test_list_models_wildcards_sorted():
-    assert vaezoo.list_models("beta*") == ["beta_vae", "beta_vae_conv"]
+    assert vaezoo.list_models("beta_vae*") == ["beta_vae", "beta_vae_conv", "beta_vae_conv64"]
     assert vaezoo.list_models("*conv") == sorted(n for n in vaezoo.list_models() if n.endswith("conv"))
     assert vaezoo.list_models("nothing*") == []
     names = vaezoo.list_models()

@@ -2,8 +2,8 @@
 
 >>> import keras, vaezoo
 >>> vaezoo.list_models()
-['beta_vae', 'beta_vae_conv', 'hierarchical_pixelcnn_prior', 'iwae', 'iwae_conv', 'pixelcnn_prior', 'vae',
- 'vae_conv', 'vq_vae', 'vq_vae2']
+['beta_tcvae', 'beta_vae', 'beta_vae_conv', 'beta_vae_conv64', 'dip_vae', 'factor_vae', 'hierarchical_pixelcnn_prior',
+ 'iwae', 'iwae_conv', 'pixelcnn_prior', 'vae', 'vae_conv', 'vq_vae', 'vq_vae2']
 >>> model = vaezoo.get("beta_vae", beta=4.0)
 >>> model.compile(keras.optimizers.Adam(1e-3))
 """
@@ -22,13 +22,16 @@ from vaezoo import callbacks, data, distribute, layers, models, training, vq  # 
 from vaezoo import export
 from vaezoo.export import load_exported
 from vaezoo.pretrained import list_pretrained, pretrained_info
-from vaezoo.models import IWAE, VAE, VQVAE, BaseVAE, BetaVAE
+from vaezoo.models import DIPVAE, IWAE, VAE, VQVAE, BaseVAE, BetaTCVAE, BetaVAE, FactorVAE
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BaseVAE",
+    "BetaTCVAE",
     "BetaVAE",
+    "DIPVAE",
+    "FactorVAE",
     "callbacks",
     "data",
     "ConfigError",

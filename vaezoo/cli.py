@@ -488,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p, checkpoint=False):
         p.add_argument("name", help="registered model name (see `vaezoo list`)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-        p.add_argument("--dataset", help="mnist, binarized_mnist, sprites or tfds:NAME")
+        p.add_argument("--dataset", help="mnist, binarized_mnist, sprites, sprites_grid or tfds:NAME")
         p.add_argument("--data-dir", help=f"folder of the data files (default ${data.DATA_DIR_ENV})")
         p.add_argument("--batch-size", type=int, dest="batch_size")
         p.add_argument("--binarize", choices=data.BINARIZE)

@@ -11,6 +11,8 @@ labels), batched, shuffled (training split) and prefetched.
   with keys train/valid/test), used for the IWAE paper's static-binarization results.
 * ``sprites``: dSprites-like 32x32 binary images that vaezoo draws itself from known factors
   (shape, scale, rotation, x, y), so nothing has to be downloaded.
+* ``sprites_grid``: the full 64x64 grid of :class:`SpriteGrid` (3 shapes x 6 scales x 40
+  orientations x 32 x 32 positions), drawn batch by batch; the disentanglement models' data.
 * ``tfds:NAME``: any tensorflow-datasets data set with an ``image`` feature (downloads on a
   machine with internet).
 
@@ -48,7 +50,7 @@ class DataError(ValueError):
     """A data file is corrupt or truncated, or a data set cannot be fetched; the message names it."""
 
 
-DATASETS = ("mnist", "binarized_mnist", "sprites", "tfds:<name>")
+DATASETS = ("mnist", "binarized_mnist", "sprites", "sprites_grid", "tfds:<name>")
 BINARIZE = _config.BINARIZE
 
 _MNIST_FILES = {
@@ -266,6 +268,40 @@ class FactorData:
             factors = self.factors_of(np.arange(first, min(first + chunk_size, stop)))
             yield self.images(factors), factors
 
+    #: Grid examples held out as the ``test`` split of :meth:`split_indices` (a fixed random draw).
+    TEST_SIZE = 10_000
+
+    def split_indices(self, split: str = "train") -> np.ndarray:
+        """Grid indices of a split: ``"test"`` is a fixed random draw of :data:`TEST_SIZE` examples
+        (seed 0), ``"train"`` the rest, in a fixed random order (so ``[:n]`` is a random subset)."""
+        if split not in ("train", "test"):
+            raise ValueError(f"Unknown split {split!r} of a factor grid; valid choices: train, test.")
+        order = np.random.default_rng(0).permutation(len(self))
+        return order[-self.TEST_SIZE:] if split == "test" else order[:-self.TEST_SIZE]
+
+    def split_dataset(self, split: str = "train", batch_size: int = 64, shuffle: bool | None = None,
+                      seed: int | None = None, limit: int | None = None) -> tf.data.Dataset:
+        """One pass over a split (:meth:`split_indices`) as batches of images, drawn batch by batch.
+
+        The training split is reshuffled each epoch; ``limit`` keeps its first ``limit`` examples
+        (a fixed random subset of the grid).
+        """
+        index = self.split_indices(split)[:limit]
+        shuffle = split == "train" if shuffle is None else shuffle
+        table = tf.constant(index)
+        shape = self.images(self.factors_of(index[:1])).shape[1:]
+        ds = tf.data.Dataset.range(len(index))
+        if shuffle:
+            ds = ds.shuffle(len(index), seed=seed, reshuffle_each_iteration=True)
+
+        def render(rows):
+            return self.images(self.factors_of(rows))
+
+        ds = ds.batch(batch_size).map(
+            lambda i: tf.ensure_shape(tf.numpy_function(render, [tf.gather(table, i)], tf.float32), (None, *shape)),
+            num_parallel_calls=tf.data.AUTOTUNE)
+        return ds
+
     def dataset(self, batch_size: int = 64, seed: int = 0, with_factors: bool = False, limit: int | None = None):
         """An endless ``tf.data`` stream of shuffled batches of the grid (images drawn lazily, batch by batch).
 
@@ -448,7 +484,9 @@ def load(
     """A batched, shuffled (training split by default), prefetched dataset of images in [0, 1].
 
     Args:
-        name: ``"mnist"``, ``"binarized_mnist"``, ``"sprites"`` or ``"tfds:<name>"``.
+        name: ``"mnist"``, ``"binarized_mnist"``, ``"sprites"`` (32x32, 20,000 drawn at random),
+            ``"sprites_grid"`` (the full 64x64 factor grid of :class:`SpriteGrid`, drawn batch by batch;
+            ``test`` holds 10,000 grid examples out) or ``"tfds:<name>"``.
         split: ``"train"`` / ``"test"`` (binarized MNIST also ``"valid"``; tfds any split string).
         batch_size: examples per batch.
         data_dir: folder of the files (MNIST, binarized MNIST) or tfds data dir; default
@@ -473,6 +511,9 @@ def load(
         images = binarized_mnist_arrays(split, data_dir)
     elif name == "sprites":
         images, _ = sprites_arrays(split)
+    elif name == "sprites_grid":
+        ds = SpriteGrid(64).split_dataset(split, batch_size, shuffle=shuffle, seed=seed, limit=limit)
+        return _finish(ds, binarize, seed)
     else:
         raise ValueError(f"Unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}.")
     return _in_memory(images, batch_size, shuffle, seed, binarize, limit)

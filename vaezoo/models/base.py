@@ -6,6 +6,11 @@ A family subclasses :class:`BaseVAE` and fills in two hooks:
   e.g. ``{"reconstruction": ..., "kl": ..., "elbo": ...}``;
 * :meth:`BaseVAE.objective` turns the terms into the scalar loss that is minimised.
 
+A family with a second network trained on its own objective (FactorVAE's discriminator) also
+fills in :meth:`BaseVAE.auxiliary_variables` and :meth:`BaseVAE.auxiliary_loss`: the same step
+then updates those variables with a second optimizer (``compile(auxiliary_optimizer=...)``) from
+the same forward pass, and the main optimizer leaves them alone.
+
 The base class does everything else: unpacking and checking inputs, the gradient step, the
 ``loss`` metric and one ``keras.metrics.Mean`` per name in ``metric_names`` (so ``fit`` shows
 the bound's parts), seeds, the ``kl_weight`` variable that :class:`vaezoo.callbacks.KLWarmup`
@@ -95,6 +100,22 @@ class BaseVAE(keras.Model):
         :meth:`vaezoo.VAE.gradient_surrogate` for the score-function estimator.
         """
         return tf.constant(0.0)
+
+    def auxiliary_variables(self) -> list:
+        """Trainable variables of a second network that the main optimizer leaves alone (default none).
+
+        When there are some, :meth:`train_step` minimises :meth:`auxiliary_loss` over them with
+        ``self.auxiliary_optimizer`` in the same step (e.g. FactorVAE's discriminator).
+        """
+        return []
+
+    def auxiliary_loss(self, terms: dict[str, tf.Tensor]) -> tf.Tensor:
+        """The scalar loss of :meth:`auxiliary_variables`, from the step's :meth:`compute_terms` output."""
+        raise NotImplementedError(f"{type(self).__name__} has auxiliary variables but no auxiliary_loss.")
+
+    def default_auxiliary_optimizer(self) -> keras.optimizers.Optimizer:
+        """The optimizer of :meth:`auxiliary_variables` when ``compile`` is not given one."""
+        return keras.optimizers.Adam()
 
     # ---- inputs and seeds ------------------------------------------------------------------
 
@@ -240,16 +261,32 @@ class BaseVAE(keras.Model):
         scheduled = tf.minimum(1.0, start + (1.0 - start) * step / tf.maximum(steps, 1.0))
         self.kl_weight.assign(tf.where(steps > 0, scheduled, self.kl_weight))
 
+    def main_variables(self) -> list:
+        """The trainable variables of the main optimizer: all but :meth:`auxiliary_variables`."""
+        auxiliary = {id(v) for v in self.auxiliary_variables()}
+        return [v for v in self.trainable_variables if id(v) not in auxiliary]
+
     def train_step(self, data):
         x = self.check_inputs(self._unpack(data))
         self._apply_kl_warmup()
-        with tf.GradientTape() as tape:
+        auxiliary = self.auxiliary_variables()
+        with tf.GradientTape(persistent=bool(auxiliary)) as tape:
             loss, terms = self._loss(x, training=True)
             # This replica's share (gradients are summed over replicas), then the loss scale of
             # mixed_float16 (identity otherwise).
             scaled = self.optimizer.scale_loss(distribute.scale_loss(loss))
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
+            if auxiliary:
+                auxiliary_scaled = self.auxiliary_optimizer.scale_loss(
+                    distribute.scale_loss(self.auxiliary_loss(terms)))
+        variables = self.main_variables()
+        grads = tape.gradient(scaled, variables)
+        if auxiliary:
+            # Both gradients come from the same forward pass, before either update.
+            auxiliary_grads = tape.gradient(auxiliary_scaled, auxiliary)
+            del tape
+        self.optimizer.apply(grads, variables)
+        if auxiliary:
+            self.auxiliary_optimizer.apply(auxiliary_grads, auxiliary)
         return self._record(loss, terms)
 
     def test_step(self, data):
@@ -257,11 +294,15 @@ class BaseVAE(keras.Model):
         loss, terms = self._loss(x, training=False)
         return self._record(loss, terms)
 
-    def compile(self, optimizer="adam", jit_compile="auto", steps_per_execution="auto", **kwargs):
+    def compile(self, optimizer="adam", jit_compile="auto", steps_per_execution="auto", auxiliary_optimizer=None,
+                **kwargs):
         """``keras.Model.compile`` with vaezoo's fast defaults.
 
         Args:
             optimizer: as in Keras.
+            auxiliary_optimizer: the optimizer of :meth:`auxiliary_variables` (a family with a second
+                network, such as ``factor_vae``); default :meth:`default_auxiliary_optimizer`.
+                Saved with the model and restored by ``keras.models.load_model``.
             jit_compile: ``"auto"`` (default) compiles the step with XLA, except under a mirrored
                 ``tf.distribute`` strategy, where XLA fails in TF 2.21 (True there raises). Keras'
                 own ``"auto"`` means no XLA on a CPU-only machine.
@@ -278,6 +319,20 @@ class BaseVAE(keras.Model):
         if kwargs.get("run_eagerly"):
             jit = False
         super().compile(optimizer=optimizer, jit_compile=jit, steps_per_execution=steps, **kwargs)
+        self.auxiliary_optimizer = None
+        if self.auxiliary_variables():
+            with self.distribute_strategy.scope():
+                self.auxiliary_optimizer = (self.default_auxiliary_optimizer() if auxiliary_optimizer is None
+                                            else keras.optimizers.get(auxiliary_optimizer))
+        elif auxiliary_optimizer is not None:
+            raise ValueError(f"{type(self).__name__} has no auxiliary network: auxiliary_optimizer must be None, "
+                             f"got {auxiliary_optimizer!r}.")
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None and getattr(self, "auxiliary_optimizer", None) is not None:
+            config = {**config, "auxiliary_optimizer": keras.saving.serialize_keras_object(self.auxiliary_optimizer)}
+        return config
 
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
@@ -307,15 +362,21 @@ class BaseVAE(keras.Model):
         # PerReplica...}) ... to a Tensor") and advances a reshuffling data set by one epoch, so
         # replicated training would see the data in another order than one device. vaezoo models
         # are built in __init__ and have no compiled losses or metrics: only the optimizer is left.
-        if self.optimizer is not None and not self.optimizer.built:
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self.trainable_variables)
+        self._build_optimizers()
+
+    def _build_optimizers(self):
+        with self.distribute_strategy.scope():
+            if self.optimizer is not None and not self.optimizer.built:
+                self.optimizer.build(self.main_variables())
+            auxiliary = getattr(self, "auxiliary_optimizer", None)
+            if auxiliary is not None and not auxiliary.built:
+                auxiliary.build(self.auxiliary_variables())
 
     def compile_from_config(self, config):
         """Compile a loaded model as it was saved (Keras skips this for a custom ``compile``)."""
         self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.optimizer is not None and self.built:
-            self.optimizer.build(self.trainable_variables)  # its saved variables are loaded next
+        if self.built:
+            self._build_optimizers()  # their saved variables are loaded next
 
     @property
     def metrics(self):

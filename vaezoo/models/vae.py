@@ -181,6 +181,11 @@ class VAE(BaseVAE):
         The samples are reparameterised, or held constant for the score-function estimator. The
         noise eps of example i does not depend on how a batch is split over tf.distribute replicas.
         """
+        q, z, log_px, log_pz, log_qz = self._draw(x, num_samples, training=training, seed=seed)
+        return q, log_px, log_pz, log_qz
+
+    def _draw(self, x, num_samples: int, training=False, seed=None):
+        """:meth:`sample_log_probs` with the samples z ``[K, B, latent_dim]`` after q."""
         q = self.posterior_distribution(x, training=training)
         seed = self.next_seed(seed)
         eps = distribute.replica_rows(
@@ -191,7 +196,7 @@ class VAE(BaseVAE):
         if self.gradient_estimator == "score_function":
             z = tf.stop_gradient(z)
         log_px = self.likelihood_distribution(z, training=training).log_prob(x)
-        return q, log_px, self.prior_distribution().log_prob(z), q.log_prob(z)
+        return q, z, log_px, self.prior_distribution().log_prob(z), q.log_prob(z)
 
     def log_weights(self, x, num_samples: int, seed=None):
         """Importance log-weights log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x): ``[K, B]``.
@@ -205,7 +210,7 @@ class VAE(BaseVAE):
 
     def compute_terms(self, x, training=False, seed=None):
         x = self.check_inputs(x)
-        q, log_px, log_pz, log_qz = self.sample_log_probs(x, self.num_samples, training=training, seed=seed)
+        q, z, log_px, log_pz, log_qz = self._draw(x, self.num_samples, training=training, seed=seed)
         kl = dl.analytic_kl(q, self.prior_distribution())
         # Per-sample KL terms: the Monte-Carlo KL where there is no closed form (zeros otherwise).
         kl_samples = tf.zeros_like(log_qz) if kl is not None else log_qz - log_pz
@@ -220,6 +225,9 @@ class VAE(BaseVAE):
             "log_pz": log_pz,
             "log_qz": log_qz,
             "kl_samples": kl_samples,
+            "z": z,  # [K, B, latent_dim]
+            "posterior_mean": q.mean(),  # [B, latent_dim]
+            "posterior_stddev": q.stddev(),
         }
 
     def kl_coefficient(self):
@@ -425,3 +433,4 @@ register_model(VAE, name="vae")
 register_model(VAE, name="vae_conv")
 register_model(BetaVAE, name="beta_vae")
 register_model(BetaVAE, name="beta_vae_conv")
+register_model(BetaVAE, name="beta_vae_conv64")  # 64x64 sprites, disentanglement_lib's architecture

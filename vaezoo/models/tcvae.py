@@ -1,0 +1,151 @@
+"""beta-TCVAE: the ELBO's KL split into mutual information, total correlation and dimension-wise KL.
+
+Chen et al. (2018) decompose the averaged KL of the ELBO, with the aggregate posterior
+:math:`q(z) = \\mathbb{E}_{p(x)}[q(z|x)]` and a factorised prior:
+
+.. math::
+
+    \\mathbb{E}_{p(x)}[\\mathrm{KL}(q(z|x) \\| p(z))]
+    = \\underbrace{I_q(x; z)}_{\\text{index-code MI}}
+    + \\underbrace{\\mathrm{KL}\\big(q(z) \\,\\|\\, \\textstyle\\prod_j q(z_j)\\big)}_{\\text{total correlation}}
+    + \\underbrace{\\textstyle\\sum_j \\mathrm{KL}(q(z_j) \\| p(z_j))}_{\\text{dimension-wise KL}},
+
+and minimise :math:`-\\mathbb{E}_q[\\log p(x|z)] + \\alpha\\,\\mathrm{MI} + \\beta\\,\\mathrm{TC} + \\gamma\\,\\mathrm{DWKL}`.
+With one sample :math:`z_i \\sim q(z|x_i)` per example, the three terms are
+:math:`\\log q(z_i|x_i) - \\log q(z_i)`, :math:`\\log q(z_i) - \\sum_j \\log q(z_{ij})` and
+:math:`\\sum_j \\log q(z_{ij}) - \\log p(z_i)` (they sum to the Monte-Carlo KL). The aggregate densities
+come from the minibatch of M codes out of a data set of N examples:
+
+* minibatch-stratified sampling (``"mss"``, the default): :math:`\\log q(z_i) \\approx \\log \\sum_m w_{im}
+  q(z_i|x_m)` with the importance weights of Chen et al. (appendix C.2): 1/N for the example's own
+  posterior, about 1/(M-1) for each other one; consistent as M grows, so the three terms can be read
+  in nats;
+* minibatch-weighted sampling (``"mws"``, the paper's first estimator and the reference code's
+  default): every weight 1/(NM). Its gradients are the same up to the weighting, but the terms it
+  reports are shifted by constants (log q(z) by about -log N), so read them only relative to each other.
+
+Example:
+
+>>> import keras, vaezoo
+>>> model = vaezoo.get("beta_tcvae", beta=6.0)       # 64x64 sprites, 10 latents
+>>> model.compile(keras.optimizers.Adam(1e-4))
+>>> # model.fit(data.load("sprites_grid"))  # metrics: ..., mutual_information, total_correlation, dimensionwise_kl
+
+Reference:
+    Chen, Li, Grosse & Duvenaud, "Isolating Sources of Disentanglement in Variational
+    Autoencoders", NeurIPS 2018.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from vaezoo import config as cfg
+from vaezoo import distribute
+from vaezoo.models.vae import VAE
+from vaezoo.registry import register_model
+
+ESTIMATORS = ("mss", "mws")
+
+
+def log_importance_weights(batch_size, dataset_size: int, estimator: str = "mss") -> tf.Tensor:
+    """``[M, M]`` log-weights w_im of q(z_i|x_m) in the estimate log q(z_i) ~ logsumexp_m(log w_im + log q(z_i|x_m)).
+
+    ``"mws"``: every weight 1/(NM). ``"mss"``: 1/N for m = i, (N - M + 1)/(N (M - 1)) for one other
+    example of the batch (the next, cyclically) and 1/(M - 1) for the rest (Chen et al. 2018, C.2).
+    """
+    m = tf.cast(batch_size, tf.float32)
+    n = float(dataset_size)
+    if estimator == "mws":
+        return tf.fill(tf.stack([batch_size, batch_size]), -tf.math.log(n * m))
+    if estimator != "mss":
+        raise ValueError(f"Unknown estimator {estimator!r}; valid choices: {', '.join(ESTIMATORS)}.")
+    others = m - 1.0
+    eye = tf.eye(batch_size)
+    following = tf.roll(eye, shift=1, axis=1)  # (i, i + 1 mod M)
+    rest = 1.0 - eye - following
+    weights = eye / n + following * (n - others) / (n * others) + rest / others
+    return tf.math.log(weights)
+
+
+def aggregate_log_densities(z, means, stddevs, log_weights):
+    """``(log q(z_i), sum_j log q(z_ij))`` per example, ``[B]`` each, from the batch's posteriors.
+
+    ``z`` ``[B, d]``: one code per example; ``means``, ``stddevs`` ``[M, d]``: the diagonal Gaussian
+    posteriors q(z|x_m) of the batch; ``log_weights`` ``[B, M]`` (rows of :func:`log_importance_weights`).
+    """
+    z = z[:, None, :]
+    log_q = -0.5 * tf.square((z - means[None]) / stddevs[None]) - tf.math.log(stddevs[None]) - 0.5 * math.log(2 * math.pi)
+    log_qz = tf.reduce_logsumexp(log_weights + tf.reduce_sum(log_q, axis=-1), axis=1)
+    log_qz_product = tf.reduce_sum(tf.reduce_logsumexp(log_weights[:, :, None] + log_q, axis=1), axis=-1)
+    return log_qz, log_qz_product
+
+
+@keras.saving.register_keras_serializable(package="vaezoo")
+class BetaTCVAE(VAE):
+    """beta-TCVAE: reconstruction + alpha MI + beta TC + gamma dimension-wise KL (Chen et al. 2018).
+
+    The three terms are metrics (nats, per example); ``elbo`` is the ELBO with the closed-form KL.
+    alpha = beta = gamma = 1 is the VAE's objective with a Monte-Carlo KL. Under a ``tf.distribute``
+    strategy the aggregate densities use the posteriors of the whole global batch. The KL warm-up
+    weight multiplies all three terms.
+
+    Args:
+        alpha: weight of the index-code mutual information.
+        beta: weight of the total correlation (disentanglement_lib sweeps 1..10).
+        gamma: weight of the dimension-wise KL.
+        dataset_size: N, the number of training examples (enters the estimators' weights).
+        estimator: ``"mss"`` (minibatch-stratified sampling) or ``"mws"`` (minibatch-weighted).
+        **kwargs: as :class:`vaezoo.VAE`.
+    """
+
+    metric_names = ("elbo", "reconstruction", "kl", "mutual_information", "total_correlation", "dimensionwise_kl")
+    config_constraints = {"alpha": cfg.NON_NEGATIVE, "beta": cfg.NON_NEGATIVE, "gamma": cfg.NON_NEGATIVE,
+                          "dataset_size": cfg.Range(2), "estimator": cfg.OneOf(ESTIMATORS)}
+
+    def __init__(self, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0, dataset_size: int = 727_280,
+                 estimator: str = "mss", **kwargs):
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"Unknown estimator {estimator!r}; valid choices: {', '.join(ESTIMATORS)}.")
+        if min(alpha, beta, gamma) < 0 or dataset_size < 2:
+            raise ValueError(f"BetaTCVAE needs alpha, beta, gamma >= 0 and dataset_size >= 2; got alpha={alpha}, "
+                             f"beta={beta}, gamma={gamma}, dataset_size={dataset_size}.")
+        super().__init__(**kwargs)
+        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
+        self.dataset_size = int(dataset_size)
+        self.estimator = estimator
+
+    def compute_terms(self, x, training=False, seed=None):
+        terms = super().compute_terms(x, training=training, seed=seed)
+        z = terms["z"][0]  # [B, d]: one code per example
+        means = distribute.gather_batch(terms["posterior_mean"])  # the global batch's posteriors
+        stddevs = distribute.gather_batch(terms["posterior_stddev"])
+        log_weights = distribute.replica_rows(
+            lambda m: log_importance_weights(m, self.dataset_size, self.estimator), tf.shape(z)[0])
+        log_qz, log_qz_product = aggregate_log_densities(z, means, stddevs, log_weights)
+        log_qz_x, log_pz = terms["log_qz"][0], terms["log_pz"][0]
+        terms["mutual_information"] = log_qz_x - log_qz
+        terms["total_correlation"] = log_qz - log_qz_product
+        terms["dimensionwise_kl"] = log_qz_product - log_pz
+        return terms
+
+    def objective(self, terms):
+        penalty = (self.alpha * terms["mutual_information"] + self.beta * terms["total_correlation"]
+                   + self.gamma * terms["dimensionwise_kl"])
+        return tf.reduce_mean(terms["reconstruction"]) + self.kl_weight * tf.reduce_mean(penalty)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "dataset_size": self.dataset_size,
+            "estimator": self.estimator,
+        }
+
+
+register_model(BetaTCVAE, name="beta_tcvae")
