@@ -370,15 +370,16 @@ def posterior_means(model, batch_size: int = 500) -> Callable[[np.ndarray], np.n
 
 
 def evaluate(encode: Callable, data, metrics=("mig", "sap", "dci", "modularity"), num_examples: int = 10_000,
-             seed: int = 0) -> dict[str, float]:
+             seed: int = 0, num_train: int = 10_000, num_eval: int = 5_000) -> dict[str, float]:
     """Score a representation on data with known factors (e.g. :class:`vaezoo.data.SpriteGrid`).
 
     Args:
         encode: images -> codes ``[N, d]`` (e.g. :func:`posterior_means` of a model).
         data: a :class:`vaezoo.data.FactorData` (``sample_factors``, ``observations``, ``num_factors``).
         metrics: names from :data:`METRICS`.
-        num_examples: examples drawn (seeded) for the metrics of arrays; the scores that draw their own
-            batches use their defaults (10,000 training and 5,000 evaluation points of 64 examples).
+        num_examples: examples drawn (seeded) for the metrics of arrays.
+        num_train, num_eval: training and evaluation points (each a pair of batches of 64 examples) of
+            the beta-VAE and FactorVAE scores (Locatello et al. 2019: 10,000 and 5,000).
 
     Returns:
         ``{"mig": ..., "dci_disentanglement": ..., "factor_vae_score": ...}``: DCI gives its four parts,
@@ -396,5 +397,5 @@ def evaluate(encode: Callable, data, metrics=("mig", "sap", "dci", "modularity")
             value = ARRAY_METRICS[name](codes, factors)
             out.update({f"dci_{k}": v for k, v in value.items()} if isinstance(value, dict) else {name: value})
     for name in (m for m in metrics if m in SAMPLER_METRICS):
-        out[name] = SAMPLER_METRICS[name](encode, data, seed=seed)["eval_accuracy"]
+        out[name] = SAMPLER_METRICS[name](encode, data, num_train=num_train, num_eval=num_eval, seed=seed)["eval_accuracy"]
     return out

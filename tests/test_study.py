@@ -1,0 +1,49 @@
+"""benchmarks/disentanglement.py on a tiny budget: runs train, stop at the time limit, resume,
+refuse other settings, get scored, and the report summarises them over seeds."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import disentanglement as study  # noqa: E402
+
+TINY = ["--tiny", "--steps", "8", "--chunk", "4", "--limit", "640", "--metric-examples", "200", "--score-points", "10",
+        "--eval-examples", "200"]
+
+
+def test_every_study_model_is_built_with_the_same_architecture():
+    for name in study.STUDY:
+        model = study.build(name, steps=300, seed=0)
+        assert model.data_shape == (64, 64, 1) and model.latent_dim == 10
+        assert model.conv_filters == (32, 32, 64, 64) and model.hidden_units == (256,)
+    assert study.overrides("annealed_vae", 300)[1]["capacity_steps"] == 100  # C reaches C_max after a third
+
+
+def test_study_runs_resume_and_report(tmp_path, capsys):
+    out = tmp_path / "study"
+    args = [*TINY, "--models", "vae", "--seeds", "0", "1", "--out", str(out)]
+    assert study.main([*args, "--time-limit", "0"]) == 0  # stops after the first chunk of the first run
+    assert "stopped at the time limit" in capsys.readouterr().out
+    state = json.loads((out / "vae" / "seed0" / "state.json").read_text())
+    assert state["epochs_done"] == 1 and not (out / "vae" / "seed0" / "result.json").exists()
+
+    assert study.main(args) == 0  # resumes, then the other runs
+    table = capsys.readouterr().out
+    result = json.loads((out / "vae" / "seed0" / "result.json").read_text())
+    assert json.loads((out / "vae" / "seed0" / "state.json").read_text())["epochs_done"] == 2
+    assert set(result["metrics"]) >= {"mig", "sap", "dci_disentanglement", "modularity", "beta_vae_score",
+                                      "factor_vae_score"}
+    assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
+    assert np.isfinite(result["test"]["reconstruction"]) and (out / "vae" / "seed0" / "traversal.png").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == ["vae"] and summary["vae"]["seeds"] == [0, 1]
+    mig = [json.loads((out / "vae" / f"seed{s}" / "result.json").read_text())["metrics"]["mig"] for s in (0, 1)]
+    assert summary["vae"]["mig"] == {"median": pytest.approx(np.median(mig)), "min": min(mig), "max": max(mig)}
+    assert "| vae | 2 |" in table
+
+    with pytest.raises(SystemExit, match="holds a run with other settings"):
+        study.main([*args[:2], "16", *args[3:]])  # --steps 16 into the same folder
