@@ -40,7 +40,6 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 import vaezoo  # noqa: E402
 from vaezoo import data, disentanglement, fileio, images, runs, training  # noqa: E402
@@ -89,12 +88,10 @@ def train_and_score(name: str, seed: int, args) -> dict | None:
                    "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "seed": seed, "limit": args.limit,
                    "metric_examples": args.metric_examples, "score_points": args.score_points}
     with runs.RunLock(folder):
-        previous = folder / "description.json"
-        if previous.is_file():
-            differences = runs.config_differences(json.loads(previous.read_text()), description, ignore=())
-            if differences:
-                raise SystemExit(f"{folder} holds a run with other settings ({'; '.join(differences)}); use another --out.")
-        fileio.atomic_write_text(previous, json.dumps(description, indent=1))
+        try:
+            runs.claim(folder, description)
+        except runs.RunError as exc:
+            raise SystemExit(str(exc)) from None
         if (folder / RESULT_FILE).is_file():
             return json.loads((folder / RESULT_FILE).read_text())
         keras.utils.set_random_seed(seed)

@@ -185,12 +185,10 @@ def run(args) -> dict | None:
                    "paper_nll": PAPER[args.dataset].get((args.model, args.k)),
                    "title": f"{args.model} K={args.k}, {args.dataset}, budget {args.budget} epochs"}
     with runs.RunLock(out):
-        previous = out / "description.json"
-        if previous.is_file():
-            differences = runs.config_differences(json.loads(previous.read_text()), description, ignore=())
-            if differences:
-                raise SystemExit(f"{out} holds a run with other settings ({'; '.join(differences)}); use another --out.")
-        fileio.atomic_write_text(previous, json.dumps(description, indent=1))
+        try:
+            runs.claim(out, description)
+        except runs.RunError as exc:
+            raise SystemExit(str(exc)) from None
         if (out / RESULT_FILE).is_file():
             return json.loads((out / RESULT_FILE).read_text())
         keras.utils.set_random_seed(args.seed)

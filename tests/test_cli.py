@@ -70,10 +70,10 @@ def test_sample_writes_grids(trained_run, tmp_path):
 
 
 def test_list_and_config(capsys):
-    assert cli.main(["list", "beta*"]) == 0
+    assert cli.main(["list", "beta_vae*"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["name", "family", "package"]
-    assert [line.split()[0] for line in out[1:]] == ["beta_vae", "beta_vae_conv"]
+    assert [line.split()[0] for line in out[1:]] == ["beta_vae", "beta_vae_conv", "beta_vae_conv64"]
     assert cli.main(["config", "beta_vae", "--set", "beta=2"]) == 0
     assert "beta: 2.0" in capsys.readouterr().out
 

@@ -151,7 +151,6 @@ def sprite_factors(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def render_sprites(factors: dict[str, np.ndarray], size: int = 32) -> np.ndarray:
     """Draw binary sprites ``[N, size, size, 1]`` float32 from their factors (dSprites-like)."""
-    n = len(factors["shape"])
     grid = ((np.arange(size) + 0.5) / size).astype(np.float32)  # pixel centres in (0, 1)
     yy, xx = np.meshgrid(grid, grid, indexing="ij")
 

@@ -317,6 +317,17 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], ignore=("
     return out
 
 
+def claim(folder: str | os.PathLike, description: Mapping[str, Any], filename: str = "description.json") -> None:
+    """Record ``description`` (JSON) as the settings of the run in ``folder``, or raise :class:`RunError`
+    naming the differences if the folder already holds a run with other settings."""
+    path = Path(folder) / filename
+    if path.is_file():
+        differences = config_differences(json.loads(path.read_text()), description, ignore=())
+        if differences:
+            raise RunError(f"{folder} holds a run with other settings ({'; '.join(differences)}); use another --out.")
+    fileio.atomic_write_text(path, json.dumps(description, indent=1))
+
+
 class RunLock:
     """An exclusive lock on a run folder (``.lock``, an OS file lock released when the process ends).
 
