@@ -224,7 +224,7 @@ def test_a_second_run_on_a_locked_folder_exits_at_once_naming_the_holder(tmp_pat
         holder.wait()
     # The holder was killed: its lock is stale, and the next run takes it over.
     assert cli.main(["train", "vae", *SMALL, "--epochs", "1", "--out", str(out)]) == 0
-    assert f"took over the lock of an earlier run" in capsys.readouterr().out
+    assert "took over the lock of an earlier run" in capsys.readouterr().out
 
 
 def test_rerun_semantics_finished_longer_and_other_config(tmp_path, capsys):

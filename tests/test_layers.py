@@ -8,7 +8,6 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-import vaezoo
 from vaezoo import layers as dl
 
 from conftest import batch_for, tiny

@@ -119,7 +119,7 @@ def test_capacity_training_pulls_kl_towards_c():
     model = tiny("beta_vae", capacity_max=8.0, capacity_steps=1, gamma=100.0, latent_dim=6)
     x = batch_for(model, n=64)
     model.compile(keras.optimizers.Adam(3e-3))
-    history = model.fit(tf.data.Dataset.from_tensors(x).repeat(150), epochs=1, verbose=0)
+    model.fit(tf.data.Dataset.from_tensors(x).repeat(150), epochs=1, verbose=0)
     kl = float(tf.reduce_mean(model.compute_terms(x, seed=0)["kl"]))
     assert abs(kl - 8.0) < 2.0, kl
 

@@ -9,7 +9,7 @@ import vaezoo
 from vaezoo import cli, data
 from vaezoo.models.pixelcnn import GatedPixelCNN, GatedPixelCNNBlock, MaskedConv2D
 
-from conftest import batch_for, tiny
+from conftest import tiny
 
 
 def _prior(**kw):
