@@ -14,7 +14,8 @@ shuffled independently over the batch, ``permute_dims``), and then
 
 .. math:: \\mathrm{TC}(z) \\approx \\mathbb{E}_{q(z)}\\Big[\\log \\frac{D(z)}{1 - D(z)}\\Big],
 
-the mean of the discriminator's logit on codes of the batch. The discriminator has its own
+the mean of the discriminator's logit on codes of the batch. As in disentanglement_lib, the shuffled
+codes come from the same batch (the paper's Algorithm 2 shuffles the codes of a second batch). The discriminator has its own
 optimizer (Adam, learning rate 1e-4, beta_1 0.5, beta_2 0.9 as in the paper) and is updated in the
 same step as the VAE, from the same forward pass, through the base class's auxiliary hooks
 (:meth:`vaezoo.BaseVAE.auxiliary_variables`); the VAE's optimizer never moves it.
