@@ -56,6 +56,23 @@ def test_get_pretrained_loads_the_recorded_weights_and_config(zoo):
     assert default.registry_name == "vae"
 
 
+def test_remeasure_records_the_measured_values_and_leaves_the_weights(zoo):
+    folder, _ = zoo
+    path = folder / pretrained.MANIFEST_FILE
+    raw = json.loads(path.read_text())
+    truth = raw["models"]["vae.tiny"]["metric"]["value"]
+    raw["models"]["vae.tiny"]["metric"]["value"] = truth + 5.0  # as if measured on other data
+    raw["models"]["vae.tiny"]["check"]["value"] = truth - 5.0
+    path.write_text(json.dumps(raw))
+    sha = raw["models"]["vae.tiny"]["sha256"]
+    entry = pretrained.remeasure("vae.tiny", folder)
+    assert entry.metric["value"] == entry.check["value"] == pytest.approx(truth, abs=1e-3)
+    assert vaezoo.pretrained_info("vae.tiny").metric["value"] == entry.metric["value"] and entry.sha256 == sha
+    assert pretrained.sha256(folder / entry.file) == sha
+    with pytest.raises(pretrained.PretrainedError, match="No entry 'vae.nope'.*entries: vae.other, vae.tiny"):
+        pretrained.remeasure("vae.nope", folder)
+
+
 def test_pretrained_models_score_what_the_manifest_says(zoo):
     model = vaezoo.get("vae", pretrained="tiny")
     entry = vaezoo.pretrained_info("vae.tiny")

@@ -394,14 +394,23 @@ def factor_data(name: str = "sprites_grid", data_dir=None, size: int = 64) -> Fa
 # --------------------------------------------------------------------------------------------
 
 
-def dynamic_binarize(ds: tf.data.Dataset, seed: int | None = None) -> tf.data.Dataset:
-    """Replace each image x in [0, 1] by a Bernoulli(x) draw, a fresh one every epoch.
+def dynamic_binarize(ds: tf.data.Dataset, seed: int | None = None, fixed: bool = False) -> tf.data.Dataset:
+    """Replace each image x in [0, 1] by a Bernoulli(x) draw.
 
-    Works on single images or whole batches (one vectorised draw per batch is much faster).
-    Uses stateless seeds from ``tf.data.Dataset.random(..., rerandomize_each_iteration=True)``
-    so a fixed ``seed`` gives a reproducible sequence of epochs, each with new draws.
+    ``fixed=False`` (training): a fresh draw every epoch, from stateless seeds of
+    ``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)``, so a fixed ``seed`` gives a
+    reproducible sequence of epochs (together with the global seed, which tf.data combines with it).
+    ``fixed=True`` (evaluation): the same draw on every pass, from the stateless seeds
+    ``(seed, batch index)`` alone, so ``seed`` pins one set of binary images whatever the global
+    seed (``keras.utils.set_random_seed``) is. Works on single images or whole batches (one
+    vectorised draw per batch is much faster).
     """
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    if fixed:
+        if seed is None:
+            raise ValueError("A fixed binarization needs a seed (an int).")
+        seeds = tf.data.Dataset.counter().map(lambda i: tf.stack([tf.constant(int(seed), tf.int64), i]))
+    else:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
     def draw(x, s):
         return tf.cast(tf.random.stateless_uniform(tf.shape(x), seed=s) < x, x.dtype)
@@ -418,11 +427,12 @@ def _options() -> tf.data.Options:
     return options
 
 
-def _finish(ds, binarize, seed):
+def _finish(ds, binarize, seed, shuffle=True):
     if binarize not in BINARIZE:
         raise ValueError(f"Unknown binarize {binarize!r}; valid choices: {', '.join(BINARIZE)}.")
     if binarize == "dynamic":
-        ds = dynamic_binarize(ds, seed=seed)
+        # An unshuffled split with a seed (a test set) is binarized once: the same images on every pass.
+        ds = dynamic_binarize(ds, seed=seed, fixed=not shuffle and seed is not None)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
@@ -432,7 +442,7 @@ def _stream(ds, size, batch_size, shuffle, seed, binarize, limit):
         ds, size = ds.take(limit), min(size, limit)
     if shuffle:
         ds = ds.shuffle(min(size, 60_000), seed=seed, reshuffle_each_iteration=True)
-    return _finish(ds.batch(batch_size), binarize, seed)
+    return _finish(ds.batch(batch_size), binarize, seed, shuffle)
 
 
 def _in_memory(images: np.ndarray, batch_size, shuffle, seed, binarize, limit):
@@ -445,7 +455,7 @@ def _in_memory(images: np.ndarray, batch_size, shuffle, seed, binarize, limit):
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(lambda index: tf.gather(table, index), num_parallel_calls=tf.data.AUTOTUNE)
-    return _finish(ds, binarize, seed)
+    return _finish(ds, binarize, seed, shuffle)
 
 
 def _tfds(name: str, split: str, data_dir):
@@ -490,7 +500,10 @@ def load(
         batch_size: examples per batch.
         data_dir: folder of the files (MNIST, binarized MNIST) or tfds data dir; default
             ``$VAEZOO_DATA_DIR``.
-        binarize: ``"dynamic"`` or ``"none"`` (binarized MNIST and sprites are already binary).
+        binarize: ``"dynamic"`` or ``"none"`` (binarized MNIST and sprites are already binary). A
+            dynamic binarization draws anew each epoch, except on an unshuffled split with a ``seed``
+            (a test set): that is binarized once, the same images on every pass, pinned by ``seed`` and
+            ``batch_size`` alone (not by the global seed).
         shuffle: defaults to ``split == "train"``.
         seed: shuffling and binarization seed.
         limit: keep only the first ``limit`` examples.
@@ -512,7 +525,7 @@ def load(
         images, _ = sprites_arrays(split)
     elif name == "sprites_grid":
         ds = SpriteGrid(64).split_dataset(split, batch_size, shuffle=shuffle, seed=seed, limit=limit)
-        return _finish(ds, binarize, seed)
+        return _finish(ds, binarize, seed, shuffle)
     else:
         raise ValueError(f"Unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}.")
     return _in_memory(images, batch_size, shuffle, seed, binarize, limit)

@@ -171,13 +171,13 @@ def weights_path(entry: Pretrained, folder: str | os.PathLike | None = None) -> 
     return path
 
 
-def load_weights(model, entry: Pretrained) -> None:
-    """Load ``entry``'s checked weights into ``model`` (built by ``vaezoo.get``).
+def load_weights(model, entry: Pretrained, folder: str | os.PathLike | None = None) -> None:
+    """Load ``entry``'s checked weights into ``model`` (built by ``vaezoo.get``), from ``folder`` (default the zoo).
 
     Raises:
         PretrainedError: damaged file, or weights that do not fit (e.g. an override changed a layer's size).
     """
-    path = weights_path(entry)
+    path = weights_path(entry, folder)
     try:
         model.load_weights(path)
     except (ValueError, KeyError) as exc:
@@ -254,9 +254,31 @@ def add(model, tag: str, *, config: Mapping[str, Any], dataset: str, schedule: M
                        sha256=sha256(folder / file), bytes=(folder / file).stat().st_size, prior=prior,
                        command=command, notes=notes)
     entries[entry.key] = dataclasses.asdict(entry)
+    _write_manifest(folder, entries)
+    return entry
+
+
+def remeasure(key: str, folder: str | os.PathLike, data_dir=None) -> Pretrained:
+    """Measure the ``metric`` and ``check`` of the entry ``key`` in the zoo ``folder`` again, as their specs
+    say, and record the new values (the weights are not touched): for when the evaluation data change."""
+    from vaezoo import registry
+
+    folder = Path(folder)
+    entries = {k: dataclasses.asdict(e) for k, e in manifest(folder).items()}
+    if key not in entries:
+        raise PretrainedError(f"No entry {key!r} in {folder / MANIFEST_FILE}; entries: {', '.join(sorted(entries))}.")
+    entry = entries[key]
+    model = registry.get(entry["name"], **entry["config"])
+    load_weights(model, Pretrained(**entry), folder)
+    for field in ("metric", "check"):
+        entry[field] = {**entry[field], "value": round(measure(model, entry[field], data_dir=data_dir), 3)}
+    _write_manifest(folder, entries)
+    return Pretrained(**entry)
+
+
+def _write_manifest(folder: Path, entries: Mapping[str, Mapping[str, Any]]) -> None:
     fileio.atomic_write_text(folder / MANIFEST_FILE, json.dumps(
         {"format": MANIFEST_FORMAT, "models": dict(sorted(entries.items()))}, indent=1, default=_jsonable) + "\n")
-    return entry
 
 
 def _jsonable(value):
