@@ -38,15 +38,17 @@ Reference:
 
 from __future__ import annotations
 
-import math
 
 import keras
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from vaezoo import config as cfg
 from vaezoo import distribute
 from vaezoo.models.vae import VAE
 from vaezoo.registry import register_model
+
+tfd = tfp.distributions
 
 ESTIMATORS = ("mss", "mws")
 
@@ -77,8 +79,7 @@ def aggregate_log_densities(z, means, stddevs, log_weights):
     ``z`` ``[B, d]``: one code per example; ``means``, ``stddevs`` ``[M, d]``: the diagonal Gaussian
     posteriors q(z|x_m) of the batch; ``log_weights`` ``[B, M]`` (rows of :func:`log_importance_weights`).
     """
-    z = z[:, None, :]
-    log_q = -0.5 * tf.square((z - means[None]) / stddevs[None]) - tf.math.log(stddevs[None]) - 0.5 * math.log(2 * math.pi)
+    log_q = tfd.Normal(means[None], stddevs[None]).log_prob(z[:, None, :])  # [B, M, d]: log q(z_ij | x_m)
     log_qz = tf.reduce_logsumexp(log_weights + tf.reduce_sum(log_q, axis=-1), axis=1)
     log_qz_product = tf.reduce_sum(tf.reduce_logsumexp(log_weights[:, :, None] + log_q, axis=1), axis=-1)
     return log_qz, log_qz_product
