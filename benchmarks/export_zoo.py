@@ -4,7 +4,7 @@ For every model in ``savedmodels/MANIFEST.json``: the SavedModel's size; TFLite 
 from that SavedModel (float32, float16 and dynamic-range quantised; builtin ops only) with their
 sizes and the max abs difference of each float output of their signatures (encode, decode,
 sample_from_noise) from the SavedModel's outputs on the same inputs (for code indices: the fraction
-of codes that differ) (real MNIST test images; codes and latents from
+of codes that differ) (the first 64 test images of the model's data set; codes and latents from
 ``encode``; seeded noise); and the latency per example of ``decode`` in TensorFlow (the SavedModel
 signature) and in LiteRT (``ai_edge_litert`` interpreter), at batch 1 and batch 64 (median of
 repeats, after warm-up; both through ``vaezoo.load_exported``, numpy in and out).
@@ -67,12 +67,14 @@ def main() -> None:
     args = parser.parse_args()
     zoo = Path(args.zoo)
     manifest = json.loads((zoo / "MANIFEST.json").read_text())
-    grey, _ = data.mnist_arrays("test", args.data_dir)
     rows = []
     for name, entry in manifest["models"].items():
         saved = vaezoo.load_exported(zoo / name / "1")
         rng = np.random.default_rng(0)
-        inputs = _inputs(saved, grey, 64, rng)
+        spec = {**entry["data"], "limit": 64, "batch_size": 64}  # the first 64 test images of its data set
+        images = next(iter(data.load(spec.pop("name"), spec.pop("split"), data_dir=args.data_dir, shuffle=False,
+                                     **spec))).numpy()
+        inputs = _inputs(saved, images, 64, rng)
         reference = {sig: saved(sig, **ins) for sig, ins in inputs.items()}
         row = {"model": name, "family": entry["family"], "saved_model_bytes": entry["saved_model_bytes"]}
         with tempfile.TemporaryDirectory() as tmp:

@@ -45,17 +45,27 @@ import reproduce  # noqa: E402
 #: 1000 test images (the full metric is in the slow tests).
 CHECK_SAMPLES, CHECK_EXAMPLES = 100, 1000
 
-#: Models trained by ``train``: tag, config overrides, dataset, binarize, epochs, and the importance samples
-#: of the test NLL (a conv decoder costs ~20x an MLP's: 200 samples on all 2000 sprite test images take minutes)
-#: and of its check (on the first ``check_examples`` test images).
+#: Models trained by ``train``: tag, config overrides, dataset, binarize, epochs, the test metric and its
+#: settings. ``test_nll``: the importance-sampled NLL with ``metric_samples`` (a conv decoder costs ~20x an
+#: MLP's: 200 samples on all 2000 sprite test images take minutes), its check with ``check_samples`` on the
+#: first ``check_examples`` test images. ``test_reconstruction`` (VQ-VAEs): -log p(x | z_q(x)), deterministic.
+#: ``prior``: the prior over codes trained next on the model's codes (``vaezoo train PRIOR --vqvae``), measured
+#: by its test NLL of the codes; the two add up to an upper bound on the test NLL of the images.
 TRAINED = {
     # beta 1 and lr 1e-3: at beta 4 the model keeps only position and scale (round blobs), and the
     # shapes take many epochs to appear (docs/results.md, "Quick-start model on the sprites").
     "beta_vae_conv": dict(tag="sprites", overrides={"beta": 1.0, "learning_rate": 0.001}, dataset="sprites",
-                          binarize="none", epochs=80,
+                          binarize="none", epochs=80, metric="test_nll",
                           metric_samples=200, check_samples=50, check_examples=200),
+    # MNIST test images binarized as in the reproduction (seed 12345), so that the bound compares with the
+    # NLL of vae.mnist_dynamic and iwae.mnist_dynamic.
+    "vq_vae": dict(tag="mnist", overrides={}, dataset="mnist", binarize="dynamic", epochs=20,
+                   metric="test_reconstruction", check_examples=1000,
+                   prior=dict(tag="mnist", overrides={}, epochs=20)),
+    "vq_vae2": dict(tag="mnist", overrides={}, dataset="mnist", binarize="dynamic", epochs=12,
+                    metric="test_reconstruction", check_examples=1000,
+                    prior=dict(tag="mnist", overrides={"channels": 32}, epochs=10)),
 }
-
 
 def test_data(dataset: str, binarize: str, seed: int, limit=None) -> dict:
     """The ``data.load`` arguments of a test set (a dynamic binarization with a fixed seed and batch size
@@ -106,32 +116,78 @@ def add_run(args) -> None:
                                   "bytes": entry.bytes}}))
 
 
-def train(args) -> None:
-    spec = TRAINED[args.name]
-    run = Path(args.runs) / f"{args.name}.{spec['tag']}"
-    argv = ["train", args.name, "--dataset", spec["dataset"], "--epochs", str(spec["epochs"]), "--seed", "0",
-            "--out", str(run), "--verbose", "2", "--data-dir", str(args.data_dir)]
-    for key, value in spec["overrides"].items():
+def _train_run(name: str, tag: str, dataset: str, overrides: dict, epochs: int, args, extra=()) -> tuple[Path, dict]:
+    """``vaezoo train`` into ``<runs>/<name>.<tag>`` (rerun: resumes, or nothing to do when finished)."""
+    run = Path(args.runs) / f"{name}.{tag}"
+    argv = ["train", name, "--dataset", dataset, "--epochs", str(args.epochs or epochs), "--seed", "0",
+            "--out", str(run), "--verbose", "2", "--data-dir", str(args.data_dir), *extra,
+            *(["--limit", str(args.limit)] if args.limit else [])]
+    for key, value in overrides.items():
         argv += ["--set", f"{key}={json.dumps(value)}"]
     start = time.monotonic()
     code = cli.main(argv)
     if code:
         sys.exit(f"vaezoo {shlex.join(argv)} failed with exit code {code}")
-    model = keras.models.load_model(run / runs.MODEL_FILE)
-    full = vaezoo.get_config(args.name, **yaml_config(run))
-    test = test_data(spec["dataset"], spec["binarize"], 0)
-    metric = nll_metric(test, spec["metric_samples"], 0)
-    metric["value"] = round(pretrained.measure(model, metric, data_dir=args.data_dir), 3)
-    check = nll_metric({**test, "limit": spec["check_examples"]}, spec["check_samples"], 0)
-    check["value"] = round(pretrained.measure(model, check, data_dir=args.data_dir), 3)
+    full = vaezoo.get_config(name, **yaml_config(run))
     schedule = {"optimizer": full["optimizer"], "learning_rate": full["learning_rate"],
                 "batch_size": full["batch_size"], "train_seconds": round(time.monotonic() - start)}
-    entry = pretrained.add(model, spec["tag"], config=vaezoo.registry.model_kwargs(args.name, full),
-                           dataset=spec["dataset"], schedule=schedule, epochs=spec["epochs"], metric=metric,
-                           check=check, folder=args.zoo, default=True,
-                           command=f"python benchmarks/pretrained_zoo.py train {args.name}  (= vaezoo {shlex.join(argv)})")
-    print(json.dumps({entry.key: {"metric": entry.metric["value"], "check": entry.check["value"],
-                                  "bytes": entry.bytes}}))
+    # The command as anyone would type it: the default runs folder, the data folder from $VAEZOO_DATA_DIR.
+    shown = [a for a in argv if a != str(args.data_dir)]
+    shown.remove("--data-dir")
+    shown = [f"runs/pretrained/{a[len(args.runs):].lstrip('/')}" if a.startswith(str(args.runs)) else a
+             for a in shown]
+    return run, {"argv": shown, "config": vaezoo.registry.model_kwargs(name, full), "schedule": schedule,
+                 "epochs": args.epochs or epochs}
+
+
+def _deterministic_metric(name: str, spec: dict, examples: int | None, **extra) -> dict:
+    return {"name": name, "unit": "nats", "data": {**spec, "limit": examples}, **extra}
+
+
+def train(args) -> None:
+    spec = TRAINED[args.name]
+    run, info = _train_run(args.name, spec["tag"], spec["dataset"], spec["overrides"], spec["epochs"], args)
+    model = keras.models.load_model(run / runs.MODEL_FILE)
+    seed = reproduce.TEST_BINARIZATION_SEED if spec["dataset"] == "mnist" else 0
+    test = test_data(spec["dataset"], spec["binarize"], seed, limit=args.limit)
+    check_examples = min(spec["check_examples"], args.limit or spec["check_examples"])
+    if spec["metric"] == "test_nll":
+        metric = nll_metric(test, spec["metric_samples"], 0)
+        check = nll_metric({**test, "limit": check_examples}, spec["check_samples"], 0)
+    else:
+        metric = _deterministic_metric(spec["metric"], test, test["limit"])
+        check = _deterministic_metric(spec["metric"], test, check_examples)
+    for m in (metric, check):
+        m["value"] = round(pretrained.measure(model, m, data_dir=args.data_dir), 3)
+    key = f"{args.name}.{spec['tag']}"
+    prior_key = f"{model.prior_name}.{spec['prior']['tag']}" if "prior" in spec else None
+    command = f"python benchmarks/pretrained_zoo.py train {args.name}"
+    entry = pretrained.add(model, spec["tag"], config=info["config"], dataset=spec["dataset"],
+                           schedule=info["schedule"], epochs=info["epochs"], metric=metric, check=check,
+                           folder=args.zoo, default=True, prior=prior_key,
+                           command=f"{command}  (= vaezoo {shlex.join(info['argv'])})")
+    report = {entry.key: {"metric": entry.metric["value"], "check": entry.check["value"], "bytes": entry.bytes}}
+    if prior_key is not None:
+        # The prior learns the codes of the weights just shipped: train it on the run's checkpoint (the same
+        # weights) and measure it on the codes of the shipped entry.
+        p = spec["prior"]
+        prior_run, prior_info = _train_run(model.prior_name, p["tag"], spec["dataset"], p["overrides"], p["epochs"],
+                                           args, extra=["--vqvae", str(run / runs.MODEL_FILE)])
+        prior = keras.models.load_model(prior_run / runs.MODEL_FILE)
+        prior_metric = _deterministic_metric("test_loss", test, test["limit"], codes_of=key)
+        prior_check = _deterministic_metric("test_loss", test, check_examples, codes_of=key)
+        for m in (prior_metric, prior_check):
+            m["value"] = round(pretrained.measure(prior, m, data_dir=args.data_dir), 3)
+        prior_entry = pretrained.add(
+            prior, p["tag"], config=prior_info["config"], dataset=f"the codes of {key} on {spec['dataset']}",
+            schedule=prior_info["schedule"], epochs=prior_info["epochs"], metric=prior_metric, check=prior_check,
+            folder=args.zoo, default=True, command=f"{command}  (= vaezoo {shlex.join(prior_info['argv'])})",
+            notes=f"With {key}: test NLL of the images <= reconstruction + this NLL of the codes = "
+                  f"{entry.metric['value'] + prior_metric['value']:.2f} nats.")
+        report[prior_entry.key] = {"metric": prior_entry.metric["value"], "check": prior_entry.check["value"],
+                                   "bytes": prior_entry.bytes, "bound": round(entry.metric["value"]
+                                                                              + prior_metric["value"], 3)}
+    print(json.dumps(report))
 
 
 def remeasure(args) -> None:
@@ -159,12 +215,23 @@ def main(argv=None) -> int:
     t = sub.add_parser("train", help="train and add one of the models of TRAINED")
     t.add_argument("name", choices=sorted(TRAINED))
     t.add_argument("--runs", default="runs/pretrained", help="where the training run folders go")
+    t.add_argument("--epochs", type=int, help="instead of the entry's epochs (tests)")
+    t.add_argument("--limit", type=int, help="train and measure on the first N images only (tests)")
     t.set_defaults(func=train)
     r = sub.add_parser("remeasure", help="measure the metric and check of shipped entries again (weights unchanged)")
     r.add_argument("keys", nargs="+", metavar="NAME.TAG")
     r.set_defaults(func=remeasure)
     args = p.parse_args(argv)
-    args.func(args)
+    # A prior's metric reads the codes of its VQ-VAE from the zoo being built (``codes_of``).
+    before = os.environ.get(pretrained.PRETRAINED_DIR_ENV)
+    os.environ[pretrained.PRETRAINED_DIR_ENV] = str(Path(args.zoo).resolve())
+    try:
+        args.func(args)
+    finally:
+        if before is None:
+            del os.environ[pretrained.PRETRAINED_DIR_ENV]
+        else:
+            os.environ[pretrained.PRETRAINED_DIR_ENV] = before
     return 0
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import vaezoo
-from vaezoo import cli, pretrained
+from conftest import tiny, tiny_overrides
+from vaezoo import cli, data, pretrained
 
 TINY = {"hidden_units": [16], "latent_dim": 3, "data_shape": [32, 32, 1], "dataset": "sprites"}
 CHECK = {"name": "test_nll", "unit": "nats", "num_samples": 8, "batch_size": 32, "seed": 0,
@@ -150,6 +151,32 @@ def test_manifest_records_what_the_issue_asks(zoo):
         assert key in entry, key
     assert entry["config"]["latent_dim"] == 3 and "optimizer" not in entry["config"]  # model keys only
     assert entry["sha256"] == pretrained.sha256(folder / entry["file"])
+
+
+def test_vq_vae_and_its_prior_are_measured_by_their_deterministic_nlls(tmp_path, monkeypatch):
+    """A VQ-VAE's metric is -log p(x | z_q(x)); its prior's, the NLL of the codes of the shipped VQ-VAE
+    (``codes_of``): the two add up to a bound on the images' NLL."""
+    folder = tmp_path / "zoo"
+    monkeypatch.setenv(pretrained.PRETRAINED_DIR_ENV, str(folder))
+    spec = {"name": "sprites", "split": "test", "binarize": "none", "seed": 0, "batch_size": 32, "limit": 64}
+    images = np.concatenate([b.numpy() for b in data.load(shuffle=False, **spec)])
+    config = {**tiny_overrides("vq_vae"), "data_shape": [32, 32, 1]}
+    vq = vaezoo.get("vq_vae", **config)
+    reconstruction = {"name": "test_reconstruction", "unit": "nats", "data": spec}
+    expected = float(np.mean(vq.compute_terms(images)["reconstruction"]))
+    assert pretrained.measure(vq, reconstruction) == pytest.approx(expected, rel=1e-5)
+    entry = pretrained.add(vq, "tiny", config=config, dataset="sprites", schedule={}, epochs=0,
+                           metric={**reconstruction, "value": expected}, check={**reconstruction, "value": expected},
+                           folder=folder, prior="pixelcnn_prior.tiny")
+    prior = tiny("pixelcnn_prior", **vq.prior_config())
+    codes = {"name": "test_loss", "unit": "nats", "data": spec, "codes_of": entry.key}
+    expected_codes = float(np.mean(prior.compute_terms(vq.encode(images))["nll"]))
+    assert pretrained.measure(prior, codes) == pytest.approx(expected_codes, rel=1e-5)
+    assert expected_codes > 0
+    assert pretrained.measure(prior, {**codes, "name": "test_nll"}) == pytest.approx(expected_codes, rel=1e-5)
+    with pytest.raises(ValueError, match=r"Unknown metric 'test_elbo' for PixelCNNPrior; valid choices: "
+                                         r"test_bits_per_dim, test_loss, test_nll\."):
+        pretrained.measure(prior, {**codes, "name": "test_elbo"})
 
 
 def test_pretrained_dir_without_manifest_is_one_clear_error(tmp_path, monkeypatch):

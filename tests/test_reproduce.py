@@ -71,3 +71,31 @@ def test_fixed_binarization_stops_early_on_the_validation_split(tmp_path, data_d
     assert curve["split"] == "valid" and (out / "best.keras").is_file()
     best = min(curve["points"], key=lambda p: p["nll"])["epoch"]
     assert result["model_epoch"] == best and result["paper_nll"] is None
+
+
+@pytest.mark.slow
+def test_pretrained_zoo_ships_a_vq_vae_with_its_prior(tmp_path, data_dir, capsys):
+    """``pretrained_zoo.py train vq_vae``: the VQ-VAE and the prior over its codes enter the zoo linked, each with
+    a metric that ``measure`` repeats, and ``--pretrained`` sampling draws the codes from that prior."""
+    zoo = tmp_path / "zoo"
+    pretrained_zoo.main(["--zoo", str(zoo), "--data-dir", str(data_dir), "train", "vq_vae", "--runs",
+                         str(tmp_path / "runs"), "--epochs", "1", "--limit", "64"])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    entries = pretrained.manifest(zoo)
+    vq, prior = entries["vq_vae.mnist"], entries["pixelcnn_prior.mnist"]
+    assert vq.prior == prior.key and prior.metric["codes_of"] == vq.key
+    assert vq.metric["name"] == "test_reconstruction" and vq.metric["data"]["seed"] == reproduce.TEST_BINARIZATION_SEED
+    assert report[prior.key]["bound"] == pytest.approx(vq.metric["value"] + prior.metric["value"], abs=2e-3)
+    assert "--out runs/pretrained/pixelcnn_prior.mnist" in prior.command and str(tmp_path) not in prior.command
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(pretrained.PRETRAINED_DIR_ENV, str(zoo))
+        for entry in (vq, prior):
+            model = vaezoo.get(entry.key, pretrained=True)
+            assert pretrained.measure(model, entry.metric, data_dir=data_dir) == pytest.approx(entry.metric["value"],
+                                                                                              abs=1e-3)
+        from vaezoo import cli
+
+        out = tmp_path / "samples.png"
+        assert cli.main(["sample", "vq_vae", "--pretrained", "--out", str(out), "--data-dir", str(data_dir)]) == 0
+        assert out.stat().st_size > 1000
+        assert "codes drawn from the prior pixelcnn_prior.mnist" in capsys.readouterr().out

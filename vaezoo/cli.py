@@ -417,7 +417,12 @@ def cmd_sample(args) -> int:
         if test_ds is None:
             raise UsageError("--traverse needs the data set to encode an example (see --data-dir).")
         written += _write_traversal(model, Path(args.out), test_ds)
-    print(f"wrote {', '.join(map(str, written))}")
+    source = ""
+    if prior is not None:
+        source = f" (codes drawn from the prior {args.prior or vaezoo.pretrained_info(args.name, args.pretrained).prior})"
+    elif hasattr(model, "prior_name"):
+        source = f" (codes drawn uniformly: pass --prior, a trained {model.prior_name})"
+    print(f"wrote {', '.join(map(str, written))}{source}")
     return 0
 
 

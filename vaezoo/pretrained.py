@@ -193,10 +193,12 @@ def measure(model, metric: Mapping[str, Any], data_dir=None) -> float:
     seed and batch size is one fixed set of binary images). ``metric["name"]`` is
 
     * ``"test_nll"``: importance-sampled negative log-likelihood, nats per example
-      (:func:`vaezoo.evaluate.log_likelihood` with ``num_samples``, ``batch_size`` and ``seed``);
-    * ``"test_loss"``: the model's own test loss (``model.evaluate``), for VQ-VAEs and priors over
-      codes a deterministic negative log-likelihood in nats (``codes_of``: the pretrained VQ-VAE whose
-      codes a prior models).
+      (:func:`vaezoo.evaluate.log_likelihood` with ``num_samples``, ``batch_size`` and ``seed``); for a prior
+      over codes, its exact NLL of the codes;
+    * ``"test_<metric>"`` (``"test_loss"``, ``"test_reconstruction"``, ...): that metric of the model's own
+      ``model.evaluate``. For a prior over codes the loss is its negative log-likelihood of the codes and
+      for a VQ-VAE the reconstruction is -log p(x | z_q(x)), both deterministic, in nats (``codes_of``:
+      the pretrained VQ-VAE, ``name.tag``, whose codes a prior models).
     """
     import numpy as np
 
@@ -208,15 +210,19 @@ def measure(model, metric: Mapping[str, Any], data_dir=None) -> float:
         from vaezoo import registry
 
         ds = data.codes_dataset(registry.get(metric["codes_of"], pretrained=True), ds)
-    if metric["name"] == "test_nll":
+    if metric["name"] == "test_nll" and model.input_kind != "codes":
         images = np.concatenate([b.numpy() for b in ds])
         return float(evaluate.log_likelihood(model, images, num_samples=metric["num_samples"],
                                              batch_size=metric["batch_size"], seed=metric["seed"]).nll)
-    if metric["name"] == "test_loss":
+    if metric["name"].startswith("test_"):
         if not model.compiled:
             model.compile()
-        return float(model.evaluate(ds, return_dict=True, verbose=0)["loss"])
-    raise ValueError(f"Unknown metric {metric['name']!r}; valid choices: test_nll, test_loss.")
+        values = model.evaluate(ds, return_dict=True, verbose=0)
+        if metric["name"][5:] in values:
+            return float(values[metric["name"][5:]])
+    valid = {"test_nll", *(f"test_{k}" for k in (values if metric["name"].startswith("test_") else ["loss"]))}
+    raise ValueError(f"Unknown metric {metric['name']!r} for {type(model).__name__}; valid choices: "
+                     f"{', '.join(sorted(valid))}.")
 
 
 def add(model, tag: str, *, config: Mapping[str, Any], dataset: str, schedule: Mapping[str, Any], epochs: int,
