@@ -59,10 +59,10 @@ TRAINED = {
                           metric_samples=200, check_samples=50, check_examples=200),
     # MNIST test images binarized as in the reproduction (seed 12345), so that the bound compares with the
     # NLL of vae.mnist_dynamic and iwae.mnist_dynamic.
-    "vq_vae": dict(tag="mnist", overrides={}, dataset="mnist", binarize="dynamic", epochs=20,
+    "vq_vae": dict(tag="mnist", overrides={}, dataset="mnist", binarize="dynamic", epochs=15,
                    metric="test_reconstruction", check_examples=1000,
-                   prior=dict(tag="mnist", overrides={}, epochs=20)),
-    "vq_vae2": dict(tag="mnist", overrides={}, dataset="mnist", binarize="dynamic", epochs=12,
+                   prior=dict(tag="mnist", overrides={}, epochs=15)),
+    "vq_vae2": dict(tag="mnist", overrides={}, dataset="mnist", binarize="dynamic", epochs=10,
                     metric="test_reconstruction", check_examples=1000,
                     prior=dict(tag="mnist", overrides={"channels": 32}, epochs=10)),
 }
