@@ -81,19 +81,21 @@ class FactorVAE(VAE):
                 f"gamma={gamma}, discriminator_learning_rate={discriminator_learning_rate}, "
                 f"discriminator_units={discriminator_units}."
             )
-        super().__init__(**kwargs)
+        # Plain values first: VAE.__init__ builds the model, and build() below makes the discriminator.
         self.gamma = float(gamma)
         self.discriminator_units = tuple(int(u) for u in discriminator_units)
         self.discriminator_learning_rate = float(discriminator_learning_rate)
-        # VAE.__init__ built (and so locked) the model; the discriminator is built with it here.
-        self._tracker.unlock()
+        super().__init__(**kwargs)
+
+    def build(self, input_shape=None):
+        # Sub-layers are made in build(), before Keras locks the model's state.
         self.discriminator = keras.Sequential(
             [keras.Input((self.latent_dim,)),
              *[keras.layers.Dense(u, activation="leaky_relu") for u in self.discriminator_units],
              keras.layers.Dense(1)],
             name="discriminator",
         )
-        self._tracker.lock()
+        super().build(input_shape)
 
     def discriminator_logits(self, z, training=False):
         """The logit of D(z) = P(z was drawn from q(z), not from prod_j q(z_j)), ``[B]``, float32."""
