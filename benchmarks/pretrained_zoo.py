@@ -67,6 +67,7 @@ TRAINED = {
                     prior=dict(tag="mnist", overrides={"channels": 32}, epochs=10)),
 }
 
+
 def test_data(dataset: str, binarize: str, seed: int, limit=None) -> dict:
     """The ``data.load`` arguments of a test set (a dynamic binarization with a fixed seed and batch size
     is one fixed set of binary images)."""
