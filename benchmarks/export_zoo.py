@@ -9,7 +9,7 @@ of codes that differ) (the first 64 test images of the model's data set; codes a
 signature) and in LiteRT (``ai_edge_litert`` interpreter), at batch 1 and batch 64 (median of
 repeats, after warm-up; both through ``vaezoo.load_exported``, numpy in and out).
 
-    python benchmarks/export_zoo.py --data-dir ../shared/data
+    python benchmarks/export_zoo.py --data-dir ../shared/data --out docs/export_zoo.json   # + a markdown table
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--zoo", default=str(ZOO))
     parser.add_argument("--data-dir", default=os.environ.get(data.DATA_DIR_ENV, "../shared/data"))
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--out", help="also write the rows as JSON here (e.g. docs/export_zoo.json)")
     args = parser.parse_args()
     zoo = Path(args.zoo)
     manifest = json.loads((zoo / "MANIFEST.json").read_text())
@@ -104,6 +105,35 @@ def main() -> None:
                             1e3 * _latency(lambda: saved("decode", **z), args.repeats) / batch, 4)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+    print(markdown(rows))
+
+
+def markdown(rows: list[dict]) -> str:
+    """The table of docs/results.md: sizes, errors of the TFLite variants, ``decode`` latency."""
+    def mb(n):
+        return f"{n / 1e6:.2f}"
+
+    def worst(errors: dict, signature: str | None = None) -> str:
+        values = [v for k, v in errors.items() if signature is None or k.startswith(signature + "/")]
+        return f"{max(values):.1e}" if values else "-"
+
+    lines = ["| model | SavedModel MB | TFLite MB f32 / f16 / dyn | size ratio f16 / dyn | max abs err f32 (all "
+             "signatures) | max abs err f16 / dyn (`decode`) | codes that differ f16 / dyn (`encode`) | `decode` ms "
+             "per example, batch 1: TF / LiteRT | batch 64: TF / LiteRT |", "| --- " * 9 + "|"]
+    for r in rows:
+        f32, f16, dyn = (r[f"tflite_{t}_bytes"] for t in ("float32", "float16", "dynamic_range"))
+        codes = [r.get(f"tflite_{t}_fraction_of_codes_that_differ", {}) for t in ("float16", "dynamic_range")]
+        differ = " / ".join(f"{100 * max(c.values()):.1f}%" for c in codes) if all(codes) else "-"
+        lines.append(
+            f"| {r['model']} | {mb(r['saved_model_bytes'])} | {mb(f32)} / {mb(f16)} / {mb(dyn)} | {f16 / f32:.2f} / "
+            f"{dyn / f32:.2f} | {worst(r['tflite_float32_max_abs_error'])} | "
+            f"{worst(r['tflite_float16_max_abs_error'], 'decode')} / "
+            f"{worst(r['tflite_dynamic_range_max_abs_error'], 'decode')} | {differ} | "
+            f"{r['decode_ms_per_example_tf_b1']:.3f} / {r['decode_ms_per_example_litert_b1']:.3f} | "
+            f"{r['decode_ms_per_example_tf_b64']:.3f} / {r['decode_ms_per_example_litert_b64']:.3f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
