@@ -12,11 +12,15 @@ bits per code) and, with `--samples PNG`, writes a grid of images decoded from c
     python benchmarks/vqvae_mnist.py --epochs 3 --prior-epochs 3 --data-dir ../shared/data
     python benchmarks/vqvae_mnist.py --model vq_vae2 --epochs 3 --prior-epochs 3 --samples vq_vae2.png
 
-With ``--checkpoint`` (and ``--prior-checkpoint``) it evaluates trained models instead of training,
-e.g. the pretrained zoo's (``savedmodels/build_zoo.py`` keeps its checkpoints in ``runs/zoo/``):
+With ``--checkpoint`` (and ``--prior-checkpoint``) it evaluates trained models instead of training;
+with ``--pretrained``, the shipped weights and their shipped prior (``vaezoo.get(NAME, pretrained=True)``):
 
-    python benchmarks/vqvae_mnist.py --model vq_vae2 --checkpoint runs/zoo/vq_vae2/model.keras \
-        --prior-checkpoint runs/zoo/vq_vae2_prior/model.keras --samples vq_vae2.png
+    python benchmarks/vqvae_mnist.py --model vq_vae2 --checkpoint runs/vq_vae2/model.keras \
+        --prior-checkpoint runs/prior/model.keras --samples vq_vae2.png
+    python benchmarks/vqvae_mnist.py --model vq_vae2 --pretrained --samples docs/vq_vae2_samples.png
+
+With a prior, ``bound_nats`` = reconstruction + the prior's NLL of the codes, an upper bound on the test
+NLL of the binary images (the posterior is one code map, so the KL term is -log p(codes)).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--checkpoint", help="evaluate this trained model (.keras) instead of training one")
     parser.add_argument("--prior-checkpoint", help="with --checkpoint: evaluate this trained prior")
+    parser.add_argument("--pretrained", action="store_true", help="evaluate the shipped weights and their prior")
     parser.add_argument("--limit", type=int, help="train on the first N training images only (smoke runs)")
     parser.add_argument("--samples", metavar="PNG", help="write 64 images decoded from the prior's codes here")
     args = parser.parse_args()
@@ -63,7 +68,12 @@ def main() -> None:
                       seed=args.seed, limit=args.limit)
     test_binary = data.load("mnist", "test", batch_size=500, data_dir=args.data_dir, binarize="dynamic", seed=1)
     grey, _ = data.mnist_arrays("test", args.data_dir)
-    if args.checkpoint:
+    if args.pretrained:
+        entry = vaezoo.pretrained_info(args.model)
+        model = vaezoo.get(entry.key, pretrained=True)
+        model.compile()
+        args.epochs, seconds = f"{entry.key} ({entry.epochs} epochs)", None
+    elif args.checkpoint:
         model = keras.models.load_model(args.checkpoint)
         model.compile()
         args.epochs, seconds = None, None
@@ -87,7 +97,11 @@ def main() -> None:
     for k, level in enumerate(levels):
         usage = _usage(np.concatenate([e[k].numpy().ravel() for e in encoded]), model.num_codes)
         summary.update({f"test_{name}" + ("" if level == "codes" else f"_{level}"): v for name, v in usage.items()})
-    if args.prior_checkpoint:
+    if args.pretrained and entry.prior:
+        prior = vaezoo.get(entry.prior, pretrained=True)
+        prior.compile()
+        args.prior_epochs, prior_seconds = f"{entry.prior} ({vaezoo.pretrained_info(entry.prior).epochs} epochs)", None
+    elif args.prior_checkpoint:
         prior = keras.models.load_model(args.prior_checkpoint)
         prior.compile()
         args.prior_epochs, prior_seconds = args.prior_checkpoint, None
@@ -110,6 +124,7 @@ def main() -> None:
             prior_test_bits_per_code=round(nll["bits_per_dim"], 3),
             **{f"prior_test_nll_{level}_nats": round(nll[f"nll_{level}"], 2) for level in levels if f"nll_{level}" in nll},
             uniform_prior_nats=round(float(num_codes_per_image * np.log(model.num_codes)), 2),
+            bound_nats=round(result["reconstruction"] + nll["nll"], 2),
         )
         if args.samples:
             drawn = model.sample(64, seed=args.seed, prior=prior)
