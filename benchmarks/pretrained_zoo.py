@@ -70,6 +70,10 @@ TRAINED = {
 }
 
 
+#: How the manifest names a data set of ``TRAINED``.
+DATASETS = {"mnist": "MNIST, dynamically binarized (a fresh Bernoulli draw each epoch)"}
+
+
 def test_data(dataset: str, binarize: str, seed: int, limit=None) -> dict:
     """The ``data.load`` arguments of a test set (a dynamic binarization with a fixed seed and batch size
     is one fixed set of binary images)."""
@@ -165,7 +169,8 @@ def train(args) -> None:
     key = f"{args.name}.{spec['tag']}"
     prior_key = f"{model.prior_name}.{spec['prior']['tag']}" if "prior" in spec else None
     command = f"python benchmarks/pretrained_zoo.py train {args.name}"
-    entry = pretrained.add(model, spec["tag"], config=info["config"], dataset=spec["dataset"],
+    dataset = DATASETS.get(spec["dataset"], spec["dataset"])
+    entry = pretrained.add(model, spec["tag"], config=info["config"], dataset=dataset,
                            schedule=info["schedule"], epochs=info["epochs"], metric=metric, check=check,
                            folder=args.zoo, default=True, prior=prior_key,
                            command=f"{command}  (= vaezoo {shlex.join(info['argv'])})")
@@ -182,7 +187,7 @@ def train(args) -> None:
         for m in (prior_metric, prior_check):
             m["value"] = round(pretrained.measure(prior, m, data_dir=args.data_dir), 3)
         prior_entry = pretrained.add(
-            prior, p["tag"], config=prior_info["config"], dataset=f"the codes of {key} on {spec['dataset']}",
+            prior, p["tag"], config=prior_info["config"], dataset=f"the codes of {key} on {dataset.split(' (')[0]}",
             schedule=prior_info["schedule"], epochs=prior_info["epochs"], metric=prior_metric, check=prior_check,
             folder=args.zoo, default=True, command=f"{command}  (= vaezoo {shlex.join(prior_info['argv'])})",
             notes=f"With {key}: test NLL of the images <= reconstruction + this NLL of the codes = "
