@@ -38,7 +38,6 @@ Reference:
 
 from __future__ import annotations
 
-
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
