@@ -85,15 +85,13 @@ def train_and_score(name: str, seed: int, args) -> dict | None:
     folder.mkdir(parents=True, exist_ok=True)
     registered, extra = overrides(name, args.steps, args.tiny)
     description = {"study": name, "model": registered, "overrides": extra, "steps": args.steps, "chunk": args.chunk,
-                   "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "seed": seed, "limit": args.limit,
-                   "metric_examples": args.metric_examples, "score_points": args.score_points}
-    with runs.RunLock(folder):
-        try:
-            runs.claim(folder, description)
-        except runs.RunError as exc:
-            raise SystemExit(str(exc)) from None
-        if (folder / RESULT_FILE).is_file():
-            return json.loads((folder / RESULT_FILE).read_text())
+                   "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "seed": seed, "limit": args.limit}
+    scoring = {"eval_examples": args.eval_examples, "metric_examples": args.metric_examples,
+               "score_points": args.score_points}
+    with runs.open_run(folder, description):  # the training settings; other scoring settings only re-score
+        previous = json.loads((folder / RESULT_FILE).read_text()) if (folder / RESULT_FILE).is_file() else None
+        if previous is not None and previous.get("scoring") == scoring:
+            return previous
         keras.utils.set_random_seed(seed)
         model = build(name, args.steps, seed, args.tiny)
         epochs = math.ceil(args.steps / args.chunk)
@@ -104,8 +102,9 @@ def train_and_score(name: str, seed: int, args) -> dict | None:
                   callbacks=[*training.standard_callbacks(folder, run_info=description), TimeLimit(args.deadline)])
         if runs.read_state(folder)["epochs_done"] < epochs:
             return None
-        train_seconds = time.monotonic() - start
-        result = {**description, **score(model, seed, args, folder), "last_session_train_seconds": round(train_seconds, 1)}
+        train_seconds = round(time.monotonic() - start, 1) if previous is None else previous["last_session_train_seconds"]
+        result = {**description, "scoring": scoring, **score(model, seed, args, folder),
+                  "last_session_train_seconds": train_seconds}
         fileio.atomic_write_text(folder / RESULT_FILE, json.dumps(result, indent=1))
         return result
 
@@ -117,7 +116,8 @@ def score(model, seed: int, args, folder: Path) -> dict:
     grid = data.SpriteGrid(64)
     metrics = disentanglement.evaluate(disentanglement.posterior_means(model), grid, METRICS,
                                        num_examples=args.metric_examples, seed=seed,
-                                       num_train=args.score_points, num_eval=max(1, args.score_points // 2))
+                                       num_train=args.score_points, num_eval=max(1, args.score_points // 2),
+                                       n_jobs=-1)
     example = grid.images(grid.factors_of(grid.split_indices("test")[:1]))
     traversal = model.traverse(example, steps=9)
     images.save_grid(traversal.reshape(-1, *traversal.shape[2:]), folder / "traversal.png", ncols=9)
@@ -219,7 +219,10 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             result = None
             if not trained or args.deadline is None or time.monotonic() < args.deadline:
-                result, trained = train_and_score(name, seed, args), True
+                try:
+                    result, trained = train_and_score(name, seed, args), True
+                except runs.RunError as exc:  # the folder is in use or holds other settings: one line
+                    raise SystemExit(str(exc)) from None
             if result is None:
                 print(f"stopped at the time limit; rerun the same command to resume {args.out}")
                 return 0

@@ -184,11 +184,7 @@ def run(args) -> dict | None:
                    "jit_compile": args.jit_compile, "architecture": ARCHITECTURE,
                    "paper_nll": PAPER[args.dataset].get((args.model, args.k)),
                    "title": f"{args.model} K={args.k}, {args.dataset}, budget {args.budget} epochs"}
-    with runs.RunLock(out):
-        try:
-            runs.claim(out, description)
-        except runs.RunError as exc:
-            raise SystemExit(str(exc)) from None
+    with runs.open_run(out, description):
         if (out / RESULT_FILE).is_file():
             return json.loads((out / RESULT_FILE).read_text())
         keras.utils.set_random_seed(args.seed)
@@ -268,7 +264,10 @@ def main(argv=None) -> int:
         return 0
     if not args.out:
         args.out = f"runs/reproduce/{args.model}_k{args.k}_{args.dataset}_b{args.budget}"
-    result = run(args)
+    try:
+        result = run(args)
+    except runs.RunError as exc:  # the folder is in use or holds other settings: one line, no traceback
+        raise SystemExit(str(exc)) from None
     if result is None:
         print(f"stopped at the time limit; rerun the same command to resume {args.out}")
         return 0

@@ -71,6 +71,11 @@ def test_dci(case):
         assert scores["disentanglement"] < 0.1 and scores["informativeness_test"] < 0.45
 
 
+def test_dci_in_parallel_threads_gives_the_same_scores():
+    one = D.dci(CODES["duplicate"][:120], FACTORS[:120])
+    assert D.dci(CODES["duplicate"][:120], FACTORS[:120], n_jobs=2) == one
+
+
 def test_modularity():
     assert D.modularity(CODES["identity"], FACTORS) == pytest.approx(1.0, abs=0.01)
     assert D.modularity(CODES["duplicate"], FACTORS) == pytest.approx(1.0, abs=0.01)

@@ -47,3 +47,21 @@ def test_study_runs_resume_and_report(tmp_path, capsys):
 
     with pytest.raises(SystemExit, match="holds a run with other settings"):
         study.main([*args[:2], "16", *args[3:]])  # --steps 16 into the same folder
+
+
+def test_other_scoring_settings_rescore_a_finished_run_without_training_it_again(tmp_path):
+    out = tmp_path / "study"
+    args = [*TINY, "--models", "vae", "--seeds", "0", "--out", str(out)]
+    assert study.main(args) == 0
+    folder = out / "vae" / "seed0"
+    first = json.loads((folder / "result.json").read_text())
+    checkpoint = (folder / "checkpoints" / "last.keras").stat().st_mtime_ns
+    more = [*args]
+    more[more.index("--metric-examples") + 1] = "300"
+    assert study.main(more) == 0
+    second = json.loads((folder / "result.json").read_text())
+    assert first["scoring"]["metric_examples"] == 200 and second["scoring"]["metric_examples"] == 300
+    assert second["test"]["kl"] == first["test"]["kl"]  # the same trained weights (closed-form KL), scored again
+    assert second["test"]["reconstruction"] == pytest.approx(first["test"]["reconstruction"], rel=0.01)  # sampled z
+    assert (folder / "checkpoints" / "last.keras").stat().st_mtime_ns == checkpoint  # not trained again
+    assert json.loads((folder / "state.json").read_text())["epochs_done"] == 2

@@ -324,14 +324,16 @@ def _model(args):
     return model
 
 
-def _prior(args):
-    """``--prior CHECKPOINT``, else with ``--pretrained`` the prior shipped with those weights (if any)."""
+def _prior(args) -> tuple[Any, str | None]:
+    """``--prior CHECKPOINT``, else with ``--pretrained`` the prior shipped with those weights (if any),
+    with where it came from (the checkpoint path or the shipped prior's key); ``(None, None)`` if neither."""
     if args.prior:
-        return _load_checkpoint(args.prior)
+        return _load_checkpoint(args.prior), args.prior
     if args.pretrained is not None:
         prior = vaezoo.pretrained_info(args.name, args.pretrained).prior
-        return vaezoo.get(prior, pretrained=True) if prior else None
-    return None
+        if prior:
+            return vaezoo.get(prior, pretrained=True), prior
+    return None, None
 
 
 def _pretrained_defaults(args) -> dict[str, Any]:
@@ -409,7 +411,7 @@ def cmd_sample(args) -> int:
     except FileNotFoundError as exc:
         print(f"no reconstructions: {exc}", file=sys.stderr)
         test_ds = None
-    prior = _prior(args)
+    prior, prior_source = _prior(args)
     written = _write_samples(model, Path(args.out), test_ds, args.seed, prior=prior)
     if args.traverse:
         if not hasattr(model, "traverse"):
@@ -419,7 +421,7 @@ def cmd_sample(args) -> int:
         written += _write_traversal(model, Path(args.out), test_ds)
     source = ""
     if prior is not None:
-        source = f" (codes drawn from the prior {args.prior or vaezoo.pretrained_info(args.name, args.pretrained).prior})"
+        source = f" (codes drawn from the prior {prior_source})"
     elif hasattr(model, "prior_name"):
         source = f" (codes drawn uniformly: pass --prior, a trained {model.prior_name})"
     print(f"wrote {', '.join(map(str, written))}{source}")
@@ -429,7 +431,7 @@ def cmd_sample(args) -> int:
 def cmd_export(args) -> int:
     vaezoo.model_info(args.name)  # an unknown name fails here, with close names
     model = _model(args)
-    prior = _prior(args)
+    prior, _ = _prior(args)
     signatures = args.signatures.split(",") if args.signatures else None
     if args.format == "saved_model":
         if args.quantize:

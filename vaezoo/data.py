@@ -275,8 +275,14 @@ class FactorData:
         (seed 0), ``"train"`` the rest, in a fixed random order (so ``[:n]`` is a random subset)."""
         if split not in ("train", "test"):
             raise ValueError(f"Unknown split {split!r} of a factor grid; valid choices: train, test.")
-        order = np.random.default_rng(0).permutation(len(self))
+        order = self._split_order
         return order[-self.TEST_SIZE:] if split == "test" else order[:-self.TEST_SIZE]
+
+    @functools.cached_property
+    def _split_order(self) -> np.ndarray:
+        order = np.random.default_rng(0).permutation(len(self))
+        order.flags.writeable = False  # shared by every call: callers get read-only views
+        return order
 
     def split_dataset(self, split: str = "train", batch_size: int = 64, shuffle: bool | None = None,
                       seed: int | None = None, limit: int | None = None) -> tf.data.Dataset:

@@ -29,6 +29,7 @@ References:
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Protocol
 
 import numpy as np
@@ -112,8 +113,6 @@ def mutual_info_matrix(codes, factors, num_bins: int = NUM_BINS) -> np.ndarray:
 
 def _sklearn(module: str, name: str):
     """A scikit-learn class (SAP, DCI and the beta-VAE score fit classifiers), or a clear ImportError."""
-    import importlib
-
     try:
         return getattr(importlib.import_module(f"sklearn.{module}"), name)
     except ImportError:
@@ -201,14 +200,15 @@ def sap(codes, factors, train_fraction: float = 2 / 3, seed: int = 0, continuous
     return float(np.mean(top[0] - top[1]))
 
 
-def dci(codes, factors, train_fraction: float = 2 / 3, seed: int = 0) -> dict[str, float]:
+def dci(codes, factors, train_fraction: float = 2 / 3, seed: int = 0, n_jobs: int | None = None) -> dict[str, float]:
     """Disentanglement, completeness and informativeness (Eastwood & Williams 2018), as in Locatello et al.
 
     One gradient-boosted-trees classifier per factor predicts it from all codes; the importance matrix
     R[i, j] is code i's feature importance for factor j. Disentanglement: 1 - H_k(R[i, :]) per code
     (entropy in base k over the factors), weighted by each code's share of the total importance;
     completeness: 1 - H_d(R[:, j]) per factor, weighted likewise; informativeness: the classifiers'
-    accuracy on the training and on the held-out part.
+    accuracy on the training and on the held-out part. ``n_jobs`` fits the factors' classifiers in
+    parallel threads (joblib's convention: None is one, -1 every core); the result does not depend on it.
 
     Reference: Eastwood & Williams, "A Framework for the Quantitative Evaluation of Disentangled
     Representations", ICLR 2018.
@@ -218,13 +218,17 @@ def dci(codes, factors, train_fraction: float = 2 / 3, seed: int = 0) -> dict[st
     factors = factors[:, _varying_factors(factors)]
     train, test = _split(len(codes), train_fraction, seed)
     d, k = codes.shape[1], factors.shape[1]
-    importance = np.zeros((d, k))
-    accuracy_train, accuracy_test = [], []
-    for j in range(k):
+    joblib = importlib.import_module("joblib")  # scikit-learn's own dependency
+
+    def fit(j):
         model = GradientBoostingClassifier(random_state=seed).fit(codes[train], factors[train, j])
-        importance[:, j] = np.abs(model.feature_importances_)
-        accuracy_train.append(np.mean(model.predict(codes[train]) == factors[train, j]))
-        accuracy_test.append(np.mean(model.predict(codes[test]) == factors[test, j]))
+        return (np.abs(model.feature_importances_), np.mean(model.predict(codes[train]) == factors[train, j]),
+                np.mean(model.predict(codes[test]) == factors[test, j]))
+
+    # the trees are grown in compiled code that releases the GIL, so threads run the factors in parallel
+    fitted = joblib.Parallel(n_jobs=n_jobs, prefer="threads")(joblib.delayed(fit)(j) for j in range(k))
+    importance = np.stack([f[0] for f in fitted], axis=1).reshape(d, k)
+    accuracy_train, accuracy_test = [f[1] for f in fitted], [f[2] for f in fitted]
     return {"disentanglement": _dci_disentanglement(importance), "completeness": _dci_completeness(importance),
             "informativeness_train": float(np.mean(accuracy_train)),
             "informativeness_test": float(np.mean(accuracy_test))}
@@ -278,6 +282,27 @@ def _encode(encode: Callable, images) -> np.ndarray:
     return np.asarray(codes, dtype=np.float64)
 
 
+#: Images encoded per call by the scores that draw batches (many points' batches at once).
+ENCODE_CHUNK = 4096
+
+
+def _chunks(labels: np.ndarray, batch_size: int):
+    """``labels`` in runs of as many points as fit :data:`ENCODE_CHUNK` images."""
+    step = max(1, ENCODE_CHUNK // batch_size)
+    return (labels[i:i + step] for i in range(0, len(labels), step))
+
+
+def _batches(sampler: FactorSampler, n: int, batch_size: int, rng) -> np.ndarray:
+    """``n`` batches of factor vectors, ``[n, batch_size, num_factors]``."""
+    return sampler.sample_factors(n * batch_size, rng).reshape(n, batch_size, -1)
+
+
+def _encode_batches(encode: Callable, sampler: FactorSampler, factors: np.ndarray, rng) -> np.ndarray:
+    """The codes of batches of factor vectors ``[n, b, k]`` -> ``[n, b, d]``, in one call of ``encode``."""
+    n, b = factors.shape[:2]
+    return _encode(encode, sampler.observations(factors.reshape(n * b, -1), rng)).reshape(n, b, -1)
+
+
 def beta_vae_score(encode: Callable, sampler: FactorSampler, batch_size: int = 64, num_train: int = 10_000,
                    num_eval: int = 5_000, seed: int = 0) -> dict[str, float]:
     """The beta-VAE disentanglement score (Higgins et al. 2017), as in Locatello et al. 2019.
@@ -293,15 +318,16 @@ def beta_vae_score(encode: Callable, sampler: FactorSampler, batch_size: int = 6
     rng = np.random.default_rng(seed)
 
     def points(n):
-        features, labels = [], rng.integers(0, sampler.num_factors, n)
-        for k in labels:
-            first = sampler.sample_factors(batch_size, rng)
-            second = sampler.sample_factors(batch_size, rng)
-            second[:, k] = first[:, k]
-            a = _encode(encode, sampler.observations(first, rng))
-            b = _encode(encode, sampler.observations(second, rng))
-            features.append(np.mean(np.abs(a - b), axis=0))
-        return np.array(features), labels
+        labels = rng.integers(0, sampler.num_factors, n)
+        features = []
+        for ks in _chunks(labels, batch_size):
+            rows = np.arange(len(ks))
+            first = _batches(sampler, len(ks), batch_size, rng)
+            second = _batches(sampler, len(ks), batch_size, rng)
+            second[rows, :, ks] = first[rows, :, ks]  # each pair of batches agrees on its factor k
+            a, b = (_encode_batches(encode, sampler, f, rng) for f in (first, second))
+            features.append(np.mean(np.abs(a - b), axis=1))
+        return np.concatenate(features) if features else np.zeros((0, 0)), labels
 
     x_train, y_train = points(num_train)
     model = LogisticRegression(max_iter=1000).fit(x_train, y_train)
@@ -331,12 +357,13 @@ def factor_vae_score(encode: Callable, sampler: FactorSampler, batch_size: int =
 
     def votes(n):
         table = np.zeros((sampler.num_factors, len(variances)), dtype=np.int64)
-        for k in rng.integers(0, sampler.num_factors, n):
-            factors = sampler.sample_factors(batch_size, rng)
-            factors[:, k] = factors[0, k]
-            local = np.var(_encode(encode, sampler.observations(factors, rng)), axis=0, ddof=1)
-            dim = np.flatnonzero(active)[np.argmin(local[active] / variances[active])]
-            table[k, dim] += 1
+        for ks in _chunks(rng.integers(0, sampler.num_factors, n), batch_size):
+            rows = np.arange(len(ks))
+            factors = _batches(sampler, len(ks), batch_size, rng)
+            factors[rows, :, ks] = factors[rows, 0, ks][:, None]  # factor k fixed over each batch
+            local = np.var(_encode_batches(encode, sampler, factors, rng), axis=1, ddof=1)
+            dims = np.flatnonzero(active)[np.argmin(local[:, active] / variances[active], axis=1)]
+            np.add.at(table, (ks, dims), 1)
         return table
 
     train = votes(num_train)
@@ -370,7 +397,7 @@ def posterior_means(model, batch_size: int = 500) -> Callable[[np.ndarray], np.n
 
 
 def evaluate(encode: Callable, data, metrics=("mig", "sap", "dci", "modularity"), num_examples: int = 10_000,
-             seed: int = 0, num_train: int = 10_000, num_eval: int = 5_000) -> dict[str, float]:
+             seed: int = 0, num_train: int = 10_000, num_eval: int = 5_000, n_jobs: int | None = None) -> dict[str, float]:
     """Score a representation on data with known factors (e.g. :class:`vaezoo.data.SpriteGrid`).
 
     Args:
@@ -380,6 +407,7 @@ def evaluate(encode: Callable, data, metrics=("mig", "sap", "dci", "modularity")
         num_examples: examples drawn (seeded) for the metrics of arrays.
         num_train, num_eval: training and evaluation points (each a pair of batches of 64 examples) of
             the beta-VAE and FactorVAE scores (Locatello et al. 2019: 10,000 and 5,000).
+        n_jobs: threads for DCI's classifiers (see :func:`dci`).
 
     Returns:
         ``{"mig": ..., "dci_disentanglement": ..., "factor_vae_score": ...}``: DCI gives its four parts,
@@ -394,7 +422,7 @@ def evaluate(encode: Callable, data, metrics=("mig", "sap", "dci", "modularity")
         factors = data.sample_factors(num_examples, rng)
         codes = encode(data.observations(factors, rng))
         for name in (m for m in metrics if m in ARRAY_METRICS):
-            value = ARRAY_METRICS[name](codes, factors)
+            value = ARRAY_METRICS[name](codes, factors, **({"n_jobs": n_jobs} if name == "dci" else {}))
             out.update({f"dci_{k}": v for k, v in value.items()} if isinstance(value, dict) else {name: value})
     for name in (m for m in metrics if m in SAMPLER_METRICS):
         out[name] = SAMPLER_METRICS[name](encode, data, num_train=num_train, num_eval=num_eval, seed=seed)["eval_accuracy"]

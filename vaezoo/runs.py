@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import contextlib
 import fcntl
 import io
 import json
@@ -326,6 +327,19 @@ def claim(folder: str | os.PathLike, description: Mapping[str, Any], filename: s
         if differences:
             raise RunError(f"{folder} holds a run with other settings ({'; '.join(differences)}); use another --out.")
     fileio.atomic_write_text(path, json.dumps(description, indent=1))
+
+
+@contextlib.contextmanager
+def open_run(folder: str | os.PathLike, description: Mapping[str, Any]):
+    """Lock a run folder (:class:`RunLock`) and :func:`claim` it for ``description``; both raise
+    :class:`RunError` (another live process holds it / it holds a run with other settings).
+
+    >>> with open_run("runs/study/vae/seed0", {"steps": 2000}):
+    ...     ...                                 # train, resume or read the finished result
+    """
+    with RunLock(folder) as lock:
+        claim(folder, description)
+        yield lock
 
 
 class RunLock:
