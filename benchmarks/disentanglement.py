@@ -20,6 +20,7 @@ markdown table of each metric's median and range over seeds.
     python benchmarks/disentanglement.py --speed                         # seconds per 100 steps
     python benchmarks/disentanglement.py --steps 6000 --seeds 0 1 2 --out runs/disentanglement
     python benchmarks/disentanglement.py --report runs/disentanglement
+    python benchmarks/disentanglement.py --out runs/disentanglement --collect docs/disentanglement/runs
 
 References: Locatello et al., "Challenging Common Assumptions in the Unsupervised Learning of
 Disentangled Representations", ICML 2019 (the study design, architecture and metrics); the papers of
@@ -32,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -168,6 +170,28 @@ def report(folder: Path) -> dict:
     return summary
 
 
+#: What :func:`collect` keeps of a scored run: small files (no checkpoints).
+RECORD_FILES = ("description.json", RESULT_FILE, "history.csv", "traversal.png")
+
+
+def collect(folder: Path, dest: Path) -> list[Path]:
+    """Copy the record of every scored run in ``folder`` (:data:`RECORD_FILES`) to ``dest/<model>/seed<k>/``.
+
+    ``dest`` is what gets committed: ``--report dest`` summarises it, and a copy of it as ``--out`` lets a
+    later session go on with the runs that are missing (scored runs are read back, not trained again).
+    """
+    copied = []
+    for result in sorted(folder.glob(f"*/seed*/{RESULT_FILE}")):
+        run = result.parent
+        target = dest / run.parent.name / run.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (run / name).is_file():
+                shutil.copy2(run / name, target / name)
+        copied.append(target)
+    return copied
+
+
 def markdown(summary: dict) -> str:
     columns = ["test_reconstruction", "test_kl", "mig", "sap", "dci_disentanglement", "dci_completeness",
                "dci_informativeness_test", "modularity", "beta_vae_score", "factor_vae_score"]
@@ -200,6 +224,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", action="store_true", help="only measure seconds per 100 steps")
     p.add_argument("--speed-steps", type=int, default=100)
     p.add_argument("--report", metavar="FOLDER", help="summarise the runs in FOLDER")
+    p.add_argument("--collect", metavar="DEST", help="copy the record of every scored run of --out to DEST (no checkpoints)")
     p.add_argument("--tiny", action="store_true", help="small networks (tests)")
     p.add_argument("--verbose", type=int, default=0)
     return p
@@ -212,6 +237,10 @@ def main(argv=None) -> int:
         return 0
     if args.speed:
         print(json.dumps(speed(args)))
+        return 0
+    if args.collect:
+        copied = collect(Path(args.out), Path(args.collect))
+        print(f"copied {len(copied)} scored runs to {args.collect}")
         return 0
     args.deadline = None if args.time_limit is None else time.monotonic() + args.time_limit
     trained = False  # the first run always trains at least one chunk

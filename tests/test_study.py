@@ -65,3 +65,11 @@ def test_other_scoring_settings_rescore_a_finished_run_without_training_it_again
     assert second["test"]["reconstruction"] == pytest.approx(first["test"]["reconstruction"], rel=0.01)  # sampled z
     assert (folder / "checkpoints" / "last.keras").stat().st_mtime_ns == checkpoint  # not trained again
     assert json.loads((folder / "state.json").read_text())["epochs_done"] == 2
+
+
+    record = tmp_path / "record"  # what gets committed: the small files, no checkpoints
+    assert study.main([*more, "--collect", str(record)]) == 0
+    assert sorted(p.name for p in (record / "vae" / "seed0").iterdir()) == sorted(study.RECORD_FILES)
+    assert study.report(record) == study.report(out)
+    assert study.main([*more[:-1], str(record)]) == 0  # a later session going on from the record: read back
+    assert not (record / "vae" / "seed0" / "checkpoints").exists()
