@@ -204,7 +204,8 @@ def markdown(summary: dict) -> str:
                 continue
             v = row[c]
             digits = 1 if c.startswith("test_") else 2
-            cells.append(f"{v['median']:.{digits}f} ({v['min']:.{digits}f}-{v['max']:.{digits}f})")
+            cell = f"{v['median']:.{digits}f}"
+            cells.append(cell if len(row["seeds"]) == 1 else f"{cell} ({v['min']:.{digits}f}-{v['max']:.{digits}f})")
         lines.append(f"| {name} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

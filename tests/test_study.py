@@ -71,5 +71,7 @@ def test_other_scoring_settings_rescore_a_finished_run_without_training_it_again
     assert study.main([*more, "--collect", str(record)]) == 0
     assert sorted(p.name for p in (record / "vae" / "seed0").iterdir()) == sorted(study.RECORD_FILES)
     assert study.report(record) == study.report(out)
+    row = next(line for line in study.markdown(study.report(record)).splitlines() if line.startswith("| vae |"))
+    assert row.startswith("| vae | 1 |") and "(" not in row  # one seed: its value, no range
     assert study.main([*more[:-1], str(record)]) == 0  # a later session going on from the record: read back
     assert not (record / "vae" / "seed0" / "checkpoints").exists()
