@@ -66,7 +66,6 @@ def test_other_scoring_settings_rescore_a_finished_run_without_training_it_again
     assert (folder / "checkpoints" / "last.keras").stat().st_mtime_ns == checkpoint  # not trained again
     assert json.loads((folder / "state.json").read_text())["epochs_done"] == 2
 
-
     record = tmp_path / "record"  # what gets committed: the small files, no checkpoints
     assert study.main([*more, "--collect", str(record)]) == 0
     assert sorted(p.name for p in (record / "vae" / "seed0").iterdir()) == sorted(study.RECORD_FILES)

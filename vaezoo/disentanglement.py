@@ -217,7 +217,7 @@ def dci(codes, factors, train_fraction: float = 2 / 3, seed: int = 0, n_jobs: in
     codes, factors = _check(codes, factors)
     factors = factors[:, _varying_factors(factors)]
     train, test = _split(len(codes), train_fraction, seed)
-    d, k = codes.shape[1], factors.shape[1]
+    k = factors.shape[1]
     joblib = importlib.import_module("joblib")  # scikit-learn's own dependency
 
     def fit(j):
@@ -227,7 +227,7 @@ def dci(codes, factors, train_fraction: float = 2 / 3, seed: int = 0, n_jobs: in
 
     # the trees are grown in compiled code that releases the GIL, so threads run the factors in parallel
     fitted = joblib.Parallel(n_jobs=n_jobs, prefer="threads")(joblib.delayed(fit)(j) for j in range(k))
-    importance = np.stack([f[0] for f in fitted], axis=1).reshape(d, k)
+    importance = np.stack([f[0] for f in fitted], axis=1)  # [d, k]
     accuracy_train, accuracy_test = [f[1] for f in fitted], [f[2] for f in fitted]
     return {"disentanglement": _dci_disentanglement(importance), "completeness": _dci_completeness(importance),
             "informativeness_train": float(np.mean(accuracy_train)),
