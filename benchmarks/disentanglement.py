@@ -15,7 +15,8 @@ batch 64), the same number of optimizer steps for all, several seeds each; then 
 Every run is a vaezoo run folder (checkpoints every ``--chunk`` steps, resume by rerunning the same
 command; a resumed run draws its data from a seed shifted by the steps done); ``result.json`` is
 written when a run is scored. ``--report`` gathers the folder into ``summary.json`` and prints a
-markdown table of each metric's median and range over seeds.
+markdown table of each metric's median and range over seeds, and a second one of each model against the
+VAE run with the same seed (on how many seeds it scored higher, and the median difference).
 
     python benchmarks/disentanglement.py --speed                         # seconds per 100 steps
     python benchmarks/disentanglement.py --steps 6000 --seeds 0 1 2 --out runs/disentanglement
@@ -166,8 +167,30 @@ def report(folder: Path) -> dict:
         numbers.update({k: [r["metrics"][k] for r in results] for k in results[0]["metrics"]})
         summary[name] = {"seeds": [r["seed"] for r in results], "steps": results[0]["steps"],
                          **{k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in numbers.items()}}
+        if name != BASELINE and BASELINE in rows:
+            summary[name]["against_" + BASELINE] = paired(results, rows[BASELINE])
     fileio.atomic_write_text(folder / "summary.json", json.dumps(summary, indent=1))
     return summary
+
+
+#: The model every other one is compared with, seed by seed.
+BASELINE = "vae"
+PAIRED = ("mig", "sap", "dci_disentanglement", "dci_completeness", "modularity", "beta_vae_score", "factor_vae_score")
+
+
+def paired(results: list[dict], baseline: list[dict]) -> dict:
+    """Each metric of :data:`PAIRED` against the baseline's run with the same seed (the seed fixes the initial
+    weights and the data order of both): on how many shared seeds the model scored higher, and the median of
+    its differences. Seeds that only one of the two has are left out."""
+    base = {r["seed"]: r["metrics"] for r in baseline}
+    shared = [r for r in results if r["seed"] in base]
+    out = {}
+    for k in PAIRED:
+        diffs = [r["metrics"][k] - base[r["seed"]][k] for r in shared if k in r["metrics"] and k in base[r["seed"]]]
+        if diffs:
+            out[k] = {"above": sum(d > 0 for d in diffs), "seeds": len(diffs),
+                      "median_difference": statistics.median(diffs)}
+    return out
 
 
 #: What :func:`collect` keeps of a scored run: small files (no checkpoints).
@@ -207,6 +230,15 @@ def markdown(summary: dict) -> str:
             cell = f"{v['median']:.{digits}f}"
             cells.append(cell if len(row["seeds"]) == 1 else f"{cell} ({v['min']:.{digits}f}-{v['max']:.{digits}f})")
         lines.append(f"| {name} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+    pairs = {name: row["against_" + BASELINE] for name, row in summary.items() if row.get("against_" + BASELINE)}
+    if pairs:
+        lines += ["", f"Against the {BASELINE} at the same seed: seeds on which the model scored higher / shared seeds "
+                  "(median difference)", "",
+                  "| model | " + " | ".join(PAIRED) + " |", "|" + " --- |" * (len(PAIRED) + 1)]
+        for name, row in pairs.items():
+            cells = [f"{row[k]['above']}/{row[k]['seeds']} ({row[k]['median_difference']:+.2f})" if k in row else "-"
+                     for k in PAIRED]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

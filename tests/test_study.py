@@ -74,3 +74,24 @@ def test_other_scoring_settings_rescore_a_finished_run_without_training_it_again
     assert row.startswith("| vae | 1 |") and "(" not in row  # one seed: its value, no range
     assert study.main([*more[:-1], str(record)]) == 0  # a later session going on from the record: read back
     assert not (record / "vae" / "seed0" / "checkpoints").exists()
+
+
+def test_report_compares_each_model_with_the_vae_at_the_same_seed(tmp_path):
+    def record(name, seed, mig, dci):
+        folder = tmp_path / name / f"seed{seed}"
+        folder.mkdir(parents=True)
+        result = {"study": name, "seed": seed, "steps": 10, "test": {"reconstruction": 1.0, "kl": 1.0},
+                  "metrics": {"mig": mig, "dci_disentanglement": dci}}
+        (folder / "result.json").write_text(json.dumps(result))
+
+    for seed, mig in enumerate([0.10, 0.20, 0.30]):
+        record("vae", seed, mig, 0.5)
+    record("beta_tcvae", 0, 0.15, 0.4)
+    record("beta_tcvae", 1, 0.25, 0.4)
+    record("beta_tcvae", 5, 0.90, 0.9)  # no VAE run at seed 5: left out of the comparison
+    summary = study.report(tmp_path)
+    against = summary["beta_tcvae"]["against_vae"]
+    assert against["mig"] == {"above": 2, "seeds": 2, "median_difference": pytest.approx(0.05)}
+    assert against["dci_disentanglement"] == {"above": 0, "seeds": 2, "median_difference": pytest.approx(-0.1)}
+    assert "sap" not in against and "against_vae" not in summary["vae"]
+    assert "| beta_tcvae | 2/2 (+0.05) | - | 0/2 (-0.10) |" in study.markdown(summary)
