@@ -95,3 +95,17 @@ def test_report_compares_each_model_with_the_vae_at_the_same_seed(tmp_path):
     assert against["dci_disentanglement"] == {"above": 0, "seeds": 2, "median_difference": pytest.approx(-0.1)}
     assert "sap" not in against and "against_vae" not in summary["vae"]
     assert "| beta_tcvae | 2/2 (+0.05) | - | 0/2 (-0.10) |" in study.markdown(summary)
+
+
+def test_the_committed_study_records_give_the_table_in_the_results(tmp_path):
+    """The records in docs/disentanglement/runs are in the repository, and docs/results.md shows their report."""
+    import shutil
+    root = Path(__file__).resolve().parents[1]
+    records = root / "docs" / "disentanglement" / "runs"
+    assert records.is_dir(), f"{records} is missing: the study's records must be committed (see .gitignore)"
+    shutil.copytree(records, tmp_path / "runs")
+    summary = study.report(tmp_path / "runs")
+    assert list(summary) == list(study.STUDY) and all(len(row["seeds"]) >= 3 for row in summary.values())
+    results = (root / "docs" / "results.md").read_text()
+    for line in study.markdown(summary).splitlines():
+        assert line in results, line
