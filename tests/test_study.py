@@ -2,6 +2,7 @@
 refuse other settings, get scored, and the report summarises them over seeds."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -99,7 +100,6 @@ def test_report_compares_each_model_with_the_vae_at_the_same_seed(tmp_path):
 
 def test_the_committed_study_records_give_the_table_in_the_results(tmp_path):
     """The records in docs/disentanglement/runs are in the repository, and docs/results.md shows their report."""
-    import shutil
     root = Path(__file__).resolve().parents[1]
     records = root / "docs" / "disentanglement" / "runs"
     assert records.is_dir(), f"{records} is missing: the study's records must be committed (see .gitignore)"
