@@ -2,7 +2,7 @@
 
 >>> import keras, vaezoo
 >>> vaezoo.list_models()
-['beta_tcvae', 'beta_vae', 'beta_vae_conv', 'beta_vae_conv64', 'dip_vae', 'factor_vae', 'hierarchical_pixelcnn_prior',
+['bayesian_vae', 'beta_tcvae', 'beta_vae', 'beta_vae_conv', 'beta_vae_conv64', 'dip_vae', 'factor_vae', 'hierarchical_pixelcnn_prior',
  'iwae', 'iwae_conv', 'pixelcnn_prior', 'vae', 'vae_conv', 'vq_vae', 'vq_vae2']
 >>> model = vaezoo.get("beta_vae", beta=4.0)
 >>> model.compile(keras.optimizers.Adam(1e-3))
@@ -18,16 +18,17 @@ from vaezoo.registry import (
     model_info,
     register_model,
 )
-from vaezoo import callbacks, data, distribute, layers, models, training, vq  # noqa: F401  (importing models registers the built-ins)
+from vaezoo import bayesian, bounds, callbacks, components, data, distribute, layers, models, training, vq  # noqa: F401  (importing models registers the built-ins)
 from vaezoo import export
 from vaezoo.export import load_exported
 from vaezoo.pretrained import list_pretrained, pretrained_info
-from vaezoo.models import DIPVAE, IWAE, VAE, VQVAE, BaseVAE, BetaTCVAE, BetaVAE, FactorVAE
+from vaezoo.models import DIPVAE, IWAE, VAE, BayesianVAE, VQVAE, BaseVAE, BetaTCVAE, BetaVAE, FactorVAE
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BaseVAE",
+    "BayesianVAE",
     "BetaTCVAE",
     "BetaVAE",
     "DIPVAE",

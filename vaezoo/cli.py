@@ -99,6 +99,12 @@ def _write_samples(model, out_path: Path, test_ds, seed, prior=None) -> list[Pat
         pairs = np.stack([np.asarray(x), recon], axis=1).reshape(-1, *x.shape[1:])  # input, reconstruction, ...
         rec_path = out_path.with_name(out_path.stem + "_reconstructions" + out_path.suffix)
         written.append(Path(images.save_grid(pairs, rec_path, ncols=16)))
+        if hasattr(model, "reconstruction_uncertainty"):  # random decoder weights (bayesian_vae)
+            mean, std = (np.asarray(v) for v in model.reconstruction_uncertainty(x[:16], num_draws=32, seed=seed))
+            scaled = std / max(float(std.max()), 1e-12)  # the largest standard deviation shown white
+            rows = np.stack([np.asarray(x[:16]), mean, scaled], axis=0).reshape(-1, *x.shape[1:])
+            unc_path = out_path.with_name(out_path.stem + "_uncertainty" + out_path.suffix)
+            written.append(Path(images.save_grid(rows, unc_path, ncols=16)))
     return written
 
 
@@ -237,6 +243,12 @@ def _train(args, cfg, overrides, out: Path, lock: runs.RunLock) -> int:
         if tuple(cfg["data_shape"]) != shape:
             print(f"data_shape {tuple(cfg['data_shape'])} -> {shape} to match dataset {cfg['dataset']!r}")
             cfg = vaezoo.get_config(args.name, **overrides, data_shape=list(shape))
+    builder = vaezoo.model_info(args.name).builder
+    if getattr(builder, "dataset_size_from_data", False) and "dataset_size" not in overrides:
+        n = data.count_examples(train_ds)  # N of a bound over the whole data set (bayesian_vae)
+        if cfg.get("dataset_size") != n:
+            print(f"dataset_size {cfg.get('dataset_size')} -> {n}: the number of training examples")
+            cfg = {**cfg, "dataset_size": n}
 
     # The run already in the folder: refuse another config before touching any file; a finished
     # run is left alone unless asked to train longer.

@@ -142,9 +142,7 @@ def schema_for(builder: Callable[..., Any]) -> dict[str, Field]:
                     break
     else:
         targets = [builder]
-    constraints: dict[str, Range | OneOf] = {}
-    for klass in reversed(builder.__mro__ if inspect.isclass(builder) else ()):
-        constraints.update(vars(klass).get("config_constraints", {}))
+    constraints = class_constraints(builder) if inspect.isclass(builder) else {}
     fields: dict[str, Field] = {}
     for target in targets:
         hints = typing.get_type_hints(target)
@@ -242,10 +240,7 @@ def validate(model_name: str, config: Mapping[str, Any], schema: Mapping[str, Fi
                 f"Config key {key!r} of model {model_name!r} must be {_type_name(field.annotation)}, "
                 f"got {value!r} ({type(value).__name__}). Valid keys: {', '.join(valid)}."
             ) from None
-        constraint = field.constraint or FINITE
-        if not constraint.accepts(out[key]):
-            each = " (each item)" if isinstance(out[key], (list, tuple)) and isinstance(constraint, Range) else ""
-            raise ConfigError(f"Config key {key!r} of model {model_name!r} must be {constraint}{each}, got {value!r}.")
+        check_value(model_name, key, out[key], field.constraint or FINITE, raw=value)
     if isinstance(out.get("steps_per_execution"), int) and out["steps_per_execution"] < 1:
         raise ConfigError(f"Config key 'steps_per_execution' of model {model_name!r} must be 'auto' or >= 1, got "
                           f"{out['steps_per_execution']!r}.")
@@ -253,6 +248,35 @@ def validate(model_name: str, config: Mapping[str, Any], schema: Mapping[str, Fi
     if missing:
         raise ConfigError(f"Model {model_name!r} needs config keys {missing}; valid keys: {', '.join(valid)}.")
     return out
+
+
+def check_value(model_name: str, key: str, value: Any, constraint, raw: Any = None) -> None:
+    """Raise :class:`ConfigError` naming ``key``, its valid values and ``value`` unless ``constraint`` accepts it."""
+    if constraint is None or constraint.accepts(value):
+        return
+    each = " (each item)" if isinstance(value, (list, tuple)) and isinstance(constraint, Range) else ""
+    shown = value if raw is None else raw
+    raise ConfigError(f"Config key {key!r} of model {model_name!r} must be {constraint}{each}, got {shown!r}.")
+
+
+def class_constraints(klass: type) -> dict[str, Range | OneOf]:
+    """The ``config_constraints`` of ``klass`` and its bases merged (a subclass's entry wins)."""
+    out: dict[str, Range | OneOf] = {}
+    for base in reversed(klass.__mro__):
+        out.update(vars(base).get("config_constraints", {}))
+    return out
+
+
+def check_arguments(klass: type, arguments: Mapping[str, Any]) -> None:
+    """Check constructor ``arguments`` against ``klass``'s ``config_constraints`` (values only, not types).
+
+    Families call this on construction (see :class:`vaezoo.BaseVAE`), so ``VAE(num_samples=0)``
+    fails with the same message as ``vaezoo.get("vae", num_samples=0)``, from one declaration.
+    """
+    constraints = class_constraints(klass)
+    for key, value in arguments.items():
+        if key in constraints and value is not None:
+            check_value(klass.__name__, key, value, constraints[key])
 
 
 def defaults(schema: Mapping[str, Field]) -> dict[str, Any]:

@@ -537,6 +537,12 @@ def load(
     return _in_memory(images, batch_size, shuffle, seed, binarize, limit)
 
 
+def count_examples(ds: tf.data.Dataset) -> int:
+    """The number of examples of a finite batched data set (batches of images or ``(images, labels)``)."""
+    sizes = ds.map(lambda *batch: tf.shape(tf.nest.flatten(batch)[0])[0])
+    return int(sizes.reduce(tf.constant(0), lambda total, n: total + n))
+
+
 def codes_dataset(vqvae, images: tf.data.Dataset) -> tf.data.Dataset:
     """Map a dataset of image batches to batches of a VQ-VAE's code indices (int32).
 

@@ -10,6 +10,13 @@ added to a Keras 3 model). Three kinds, composed by every model family:
 Every layer returns a ``tfp.distributions.Distribution`` from ``call``. They are usable in any
 Keras 3 model or plain ``tf.GradientTape`` loop, and serialize with ``get_config``.
 
+Each kind has a registry (:data:`POSTERIORS`, :data:`PRIORS`, :data:`LIKELIHOODS`, see
+:mod:`vaezoo.components`) filled by :func:`register_posterior`, :func:`register_prior` and
+:func:`register_likelihood`; a model's ``posterior``, ``prior`` and ``likelihood`` config keys name
+an entry, and a plugin adds its own with the same decorators. A posterior layer gives, besides
+q(z|x), what the families' bounds need from any q: :meth:`Posterior.sample_and_log_prob` (z from
+noise, reparameterised, and log q(z|x)) and the named parameters ``encode`` returns.
+
 Example:
 
 >>> import keras, tensorflow as tf
@@ -34,9 +41,23 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vaezoo import config as cfg
+from vaezoo.components import ComponentRegistry
+
 tfd = tfp.distributions
 
 _register = keras.saving.register_keras_serializable(package="vaezoo")
+
+#: The posterior layers by config name (``posterior:``), in registration order.
+POSTERIORS = ComponentRegistry("posterior")
+#: The prior layers by config name (``prior:``).
+PRIORS = ComponentRegistry("prior")
+#: The likelihood layers by config name (``likelihood:``).
+LIKELIHOODS = ComponentRegistry("likelihood")
+
+register_posterior = POSTERIORS.register
+register_prior = PRIORS.register
+register_likelihood = LIKELIHOODS.register
 
 
 def categorical_from_uniform(logits, u):
@@ -84,20 +105,88 @@ def kl_divergence(q: tfd.Distribution, p: tfd.Distribution, z: tf.Tensor | None 
 # --------------------------------------------------------------------------------------------
 
 
-@_register
-class DiagonalGaussianPosterior(keras.layers.Layer):
-    """Features -> q(z|x) = N(mu(x), diag(exp(log_var(x)))), reparameterisable.
+class Posterior(keras.layers.Layer):
+    """Base of the posterior layers: encoder features -> q(z|x), and what sampling from it needs.
 
-    A dense layer maps the features to ``2 * latent_dim`` numbers: the mean and log-variance.
+    A subclass defines:
+
+    * :meth:`parameters`: features ``[B, F]`` -> a tuple of tensors named by ``parameter_names``;
+      this is what a model's ``encode(x)`` returns and what its ``encode`` export signature outputs;
+    * :meth:`distribution`: those parameters -> q(z|x), a TFP distribution with batch ``[B]`` and
+      event ``[latent_dim]``;
+    * :meth:`sample_and_log_prob`: parameters and noise ``[K, B, *noise_shape()]`` -> ``(z, log q(z|x))``,
+      z ``[K, B, latent_dim]`` a differentiable function of the parameters (reparameterisation), and
+      log q ``[K, B]`` (a flow computes it on the way; no inverse needed);
+    * :meth:`point`: the one code per example that reconstructions and traversals decode (the mean).
+
+    Class attributes: ``support`` (where z lives: ``"real"``, ``"sphere"``, ``"simplex"``; a prior
+    must have the same), ``factorised`` (q is a product over the dimensions of z and
+    :meth:`dimensionwise_log_prob` exists) and ``config_keys`` (see :mod:`vaezoo.components`).
 
     Args:
         latent_dim: size of z.
     """
 
+    parameter_names: tuple[str, ...] = ()
+    support = "real"
+    factorised = False
+    config_keys: dict = {}
+
     def __init__(self, latent_dim: int, **kwargs):
         kwargs.setdefault("dtype", "float32")  # distributions in float32, also under mixed precision
         super().__init__(**kwargs)
         self.latent_dim = int(latent_dim)
+
+    def parameters(self, features) -> tuple:
+        raise NotImplementedError
+
+    def distribution(self, *params) -> tfd.Distribution:
+        raise NotImplementedError
+
+    def call(self, features):
+        return self.distribution(*self.parameters(features))
+
+    def noise_shape(self) -> tuple[int, ...]:
+        """Per-sample shape of the noise :meth:`sample_and_log_prob` reads (default ``[latent_dim]``)."""
+        return (self.latent_dim,)
+
+    def draw_noise(self, num_samples, batch_size, seed) -> tf.Tensor:
+        """Stateless standard normal noise ``[num_samples, batch_size, *noise_shape()]`` from ``seed``."""
+        return tf.random.stateless_normal(tf.stack([num_samples, batch_size, *self.noise_shape()]), seed)
+
+    def sample_and_log_prob(self, params, noise) -> tuple[tf.Tensor, tf.Tensor]:
+        raise NotImplementedError
+
+    def point(self, params) -> tf.Tensor:
+        """The code ``[B, latent_dim]`` that stands for q(z|x) (its mean)."""
+        return self.distribution(*params).mean()
+
+    def dimensionwise_log_prob(self, params, z) -> tf.Tensor:
+        """log q(z_j|x) for each dimension j, ``[..., latent_dim]`` (``factorised`` posteriors only)."""
+        raise NotImplementedError(f"The {type(self).__name__} posterior does not factorise over the dimensions of z.")
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim}
+
+
+@_register
+@register_posterior("gaussian")
+class DiagonalGaussianPosterior(Posterior):
+    """Features -> q(z|x) = N(mu(x), diag(exp(log_var(x)))), reparameterisable.
+
+    A dense layer maps the features to ``2 * latent_dim`` numbers: the mean and log-variance
+    (``encode`` returns ``(mean, log_variance)``). z = mu + sigma * eps, eps ~ N(0, I)
+    (Kingma & Welling 2014, section 2.4).
+
+    Args:
+        latent_dim: size of z.
+    """
+
+    parameter_names = ("mean", "log_variance")
+    factorised = True
+
+    def __init__(self, latent_dim: int, **kwargs):
+        super().__init__(latent_dim, **kwargs)
         self.projection = keras.layers.Dense(2 * self.latent_dim, name="projection", dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -112,11 +201,17 @@ class DiagonalGaussianPosterior(keras.layers.Layer):
     def distribution(self, mean, log_var) -> tfd.Distribution:
         return tfd.Independent(tfd.Normal(loc=mean, scale=tf.exp(0.5 * log_var)), reinterpreted_batch_ndims=1)
 
-    def call(self, features):
-        return self.distribution(*self.parameters(features))
+    def sample_and_log_prob(self, params, noise):
+        q = self.distribution(*params)
+        z = q.mean() + q.stddev() * noise
+        return z, q.log_prob(z)
 
-    def get_config(self):
-        return {**super().get_config(), "latent_dim": self.latent_dim}
+    def point(self, params):
+        return params[0]
+
+    def dimensionwise_log_prob(self, params, z):
+        mean, log_var = params
+        return tfd.Normal(mean, tf.exp(0.5 * log_var)).log_prob(z)
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,13 +219,18 @@ class DiagonalGaussianPosterior(keras.layers.Layer):
 # --------------------------------------------------------------------------------------------
 
 
-class _Prior(keras.layers.Layer):
+class Prior(keras.layers.Layer):
     """Base of the prior layers: ``layer()`` returns p(z); the call takes no input.
 
     Priors also sample as a deterministic function of named noise, z = ``from_noise(**noise)``
     with ``noise`` drawn by ``draw_noise(n)``: reproducible samples and exportable sampling
     graphs (the exported ``sample_from_noise`` signature takes the noise as inputs).
+    ``support`` names where z lives (as :attr:`Posterior.support`); ``config_keys`` the config keys
+    the prior reads (see :mod:`vaezoo.components`).
     """
+
+    support = "real"
+    config_keys: dict = {}
 
     def __init__(self, latent_dim: int, **kwargs):
         kwargs.setdefault("dtype", "float32")  # distributions in float32, also under mixed precision
@@ -162,8 +262,12 @@ class _Prior(keras.layers.Layer):
         return {**super().get_config(), "latent_dim": self.latent_dim}
 
 
+_Prior = Prior  # the earlier private name
+
+
 @_register
-class StandardNormalPrior(_Prior):
+@register_prior("normal")
+class StandardNormalPrior(Prior):
     """p(z) = N(0, I). No parameters."""
 
     def call(self, inputs=None):
@@ -175,7 +279,8 @@ class StandardNormalPrior(_Prior):
 
 
 @_register
-class LearnedGaussianPrior(_Prior):
+@register_prior("learned_normal")
+class LearnedGaussianPrior(Prior):
     """p(z) = N(m, diag(s^2)) with learnable ``m`` and ``s`` (initialised at N(0, I))."""
 
     def build(self, input_shape=None):
@@ -191,7 +296,8 @@ class LearnedGaussianPrior(_Prior):
 
 
 @_register
-class MixtureOfGaussiansPrior(_Prior):
+@register_prior("mixture")
+class MixtureOfGaussiansPrior(Prior):
     """p(z) = sum_k pi_k N(z; m_k, diag(s_k^2)), all parameters learnable.
 
     Has no closed-form KL with a Gaussian posterior; :func:`kl_divergence` falls back to the
@@ -205,6 +311,8 @@ class MixtureOfGaussiansPrior(_Prior):
     Reference: Dilokthanakul et al., "Deep Unsupervised Clustering with Gaussian Mixture
     Variational Autoencoders", 2016; Tomczak & Welling, "VAE with a VampPrior", AISTATS 2018.
     """
+
+    config_keys = {"prior_components": ("num_components", cfg.AT_LEAST_1), "seed": ("seed", None)}
 
     def __init__(self, latent_dim: int, num_components: int = 10, seed: int | None = None, **kwargs):
         super().__init__(latent_dim, **kwargs)
@@ -251,24 +359,22 @@ class MixtureOfGaussiansPrior(_Prior):
         return {**super().get_config(), "num_components": self.num_components, "seed": self.seed}
 
 
-PRIORS = {
-    "normal": StandardNormalPrior,
-    "learned_normal": LearnedGaussianPrior,
-    "mixture": MixtureOfGaussiansPrior,
-}
-
-
 # --------------------------------------------------------------------------------------------
 # Likelihoods
 # --------------------------------------------------------------------------------------------
 
 
-class _Likelihood(keras.layers.Layer):
+class Likelihood(keras.layers.Layer):
     """Base of the likelihood layers: decoder output ``[..., *event_shape]`` -> p(x|z).
 
     The event rank (number of trailing data dimensions, 3 for images) is fixed at build time,
     so leading sample dimensions (``[K, B, ...]``) pass through as batch dimensions.
+    ``support`` is the interval of data values the likelihood models (``(0.0, 1.0)``), or None for
+    any finite value; models refuse inputs outside it. ``config_keys``: see :mod:`vaezoo.components`.
     """
+
+    support: tuple[float, float] | None = None
+    config_keys: dict = {}
 
     def __init__(self, **kwargs):
         kwargs.setdefault("dtype", "float32")  # float32 log-probabilities, also under mixed precision
@@ -286,28 +392,38 @@ class _Likelihood(keras.layers.Layer):
         return tfd.Independent(self.base_distribution(params), reinterpreted_batch_ndims=self.event_rank)
 
 
+_Likelihood = Likelihood  # the earlier private name
+
+
 @_register
-class BernoulliLikelihood(_Likelihood):
+@register_likelihood("bernoulli")
+class BernoulliLikelihood(Likelihood):
     """p(x|z) = prod_i Bernoulli(x_i; sigmoid(logit_i)), for binary data."""
+
+    support = (0.0, 1.0)
 
     def base_distribution(self, params):
         return tfd.Bernoulli(logits=params, dtype=params.dtype)
 
 
 @_register
-class ContinuousBernoulliLikelihood(_Likelihood):
+@register_likelihood("continuous_bernoulli")
+class ContinuousBernoulliLikelihood(Likelihood):
     """p(x|z) = prod_i CB(x_i; lambda_i), the normalised Bernoulli density for x in [0, 1].
 
     Reference: Loaiza-Ganem & Cunningham, "The continuous Bernoulli: fixing a pervasive error in
     variational autoencoders", NeurIPS 2019.
     """
 
+    support = (0.0, 1.0)
+
     def base_distribution(self, params):
         return tfd.ContinuousBernoulli(logits=params, dtype=params.dtype)
 
 
 @_register
-class GaussianLikelihood(_Likelihood):
+@register_likelihood("gaussian")
+class GaussianLikelihood(Likelihood):
     """p(x|z) = N(x; mu(z), sigma^2 I) with a fixed sigma.
 
     This is the 'standard instance' of the VAE: log p(x|z) = -||x - mu||^2 / (2 sigma^2) + const,
@@ -316,6 +432,8 @@ class GaussianLikelihood(_Likelihood):
     Args:
         scale: the fixed standard deviation sigma (> 0).
     """
+
+    config_keys = {"likelihood_scale": ("scale", cfg.POSITIVE)}
 
     def __init__(self, scale: float = 1.0, **kwargs):
         super().__init__(**kwargs)
@@ -331,7 +449,8 @@ class GaussianLikelihood(_Likelihood):
 
 
 @_register
-class LearnedScaleGaussianLikelihood(_Likelihood):
+@register_likelihood("gaussian_learned_scale")
+class LearnedScaleGaussianLikelihood(Likelihood):
     """p(x|z) = N(x; mu(z), diag(sigma^2)) with one learnable sigma per data dimension.
 
     Args:
@@ -340,6 +459,8 @@ class LearnedScaleGaussianLikelihood(_Likelihood):
 
     Reference: Rybkin et al., "Simple and Effective VAE Training with Calibrated Decoders", 2021.
     """
+
+    config_keys = {"likelihood_scale": ("scale", cfg.POSITIVE)}
 
     def __init__(self, scale: float = 1.0, min_scale: float = 1e-3, **kwargs):
         super().__init__(**kwargs)
@@ -363,27 +484,17 @@ class LearnedScaleGaussianLikelihood(_Likelihood):
         return {**super().get_config(), "scale": self.scale, "min_scale": self.min_scale}
 
 
-LIKELIHOODS = {
-    "bernoulli": BernoulliLikelihood,
-    "continuous_bernoulli": ContinuousBernoulliLikelihood,
-    "gaussian": GaussianLikelihood,
-    "gaussian_learned_scale": LearnedScaleGaussianLikelihood,
-}
+def make_posterior(name: str, latent_dim: int, **options) -> Posterior:
+    """Build a posterior layer by config name (one of :data:`POSTERIORS`); ``options``: model config keys."""
+    return POSTERIORS.build(name, options, latent_dim=latent_dim, name="posterior")
 
 
-def make_prior(name: str, latent_dim: int, num_components: int = 10, seed: int | None = None) -> _Prior:
-    """Build a prior layer by config name (one of :data:`PRIORS`)."""
-    if name not in PRIORS:
-        raise ValueError(f"Unknown prior {name!r}; valid choices: {', '.join(sorted(PRIORS))}.")
-    if name == "mixture":
-        return MixtureOfGaussiansPrior(latent_dim, num_components=num_components, seed=seed, name="prior")
-    return PRIORS[name](latent_dim, name="prior")
+def make_prior(name: str, latent_dim: int, num_components: int = 10, seed: int | None = None, **options) -> Prior:
+    """Build a prior layer by config name (one of :data:`PRIORS`); ``options``: model config keys."""
+    options = {"prior_components": num_components, "seed": seed, **options}
+    return PRIORS.build(name, options, latent_dim=latent_dim, name="prior")
 
 
-def make_likelihood(name: str, scale: float = 1.0) -> _Likelihood:
-    """Build a likelihood layer by config name (one of :data:`LIKELIHOODS`)."""
-    if name not in LIKELIHOODS:
-        raise ValueError(f"Unknown likelihood {name!r}; valid choices: {', '.join(sorted(LIKELIHOODS))}.")
-    if name in ("gaussian", "gaussian_learned_scale"):
-        return LIKELIHOODS[name](scale=scale, name="likelihood")
-    return LIKELIHOODS[name](name="likelihood")
+def make_likelihood(name: str, scale: float = 1.0, **options) -> Likelihood:
+    """Build a likelihood layer by config name (one of :data:`LIKELIHOODS`); ``options``: model config keys."""
+    return LIKELIHOODS.build(name, {"likelihood_scale": scale, **options}, name="likelihood")

@@ -3,6 +3,7 @@
 from vaezoo.models.base import BaseVAE
 from vaezoo.models.vae import VAE, BetaVAE
 from vaezoo.models.iwae import IWAE
+from vaezoo.models.bayesian_vae import BayesianVAE
 from vaezoo.models.factorvae import FactorVAE
 from vaezoo.models.tcvae import BetaTCVAE
 from vaezoo.models.dipvae import DIPVAE
@@ -10,4 +11,4 @@ from vaezoo.models.vqvae import VQVAE
 from vaezoo.models.vqvae2 import VQVAE2
 from vaezoo.models.pixelcnn import HierarchicalPixelCNNPrior, PixelCNNPrior
 
-__all__ = ["BaseVAE", "VAE", "BetaVAE", "IWAE", "FactorVAE", "BetaTCVAE", "DIPVAE", "VQVAE", "VQVAE2", "PixelCNNPrior", "HierarchicalPixelCNNPrior"]
+__all__ = ["BaseVAE", "BayesianVAE", "VAE", "BetaVAE", "IWAE", "FactorVAE", "BetaTCVAE", "DIPVAE", "VQVAE", "VQVAE2", "PixelCNNPrior", "HierarchicalPixelCNNPrior"]

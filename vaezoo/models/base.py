@@ -31,6 +31,8 @@ log-probabilities, KL terms and losses stay float32; ``mixed_float16`` adds Kera
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from typing import Any, Callable
 
@@ -38,6 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from vaezoo import config as cfg
 from vaezoo import distribute, fused, training
 
 
@@ -62,6 +65,33 @@ class BaseVAE(keras.Model):
     fuse_steps = False
     #: What the model reads: ``"images"`` (floats in [0, 1]) or ``"codes"`` (integer code maps).
     input_kind = "images"
+    #: Whether the family models p(x | condition): then ``fit`` passes the data's labels (the ``y`` of
+    #: ``(x, y)`` batches) to :meth:`compute_terms` as ``condition``; otherwise labels are ignored.
+    uses_condition = False
+
+    def __init_subclass__(cls, **kwargs):
+        # Every family's constructor checks its arguments against the config constraints it declares
+        # (config_constraints, merged over the bases), so a direct VAE(num_samples=0) fails with the
+        # message vaezoo.get gives, from the one declaration.
+        super().__init_subclass__(**kwargs)
+        init = vars(cls).get("__init__")
+        if init is None or getattr(init, "_checks_arguments", False):
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kw):
+            bound = signature.bind_partial(self, *args, **kw).arguments
+            bound.pop("self", None)
+            extra = {k: v for k, v in signature.parameters.items() if v.kind is v.VAR_KEYWORD}
+            for name in extra:
+                bound.update(bound.pop(name, {}))
+            cfg.check_arguments(type(self), bound)
+            init(self, *args, **kw)
+
+        __init__._checks_arguments = True
+        __init__.__signature__ = signature  # what Keras' auto-config and inspect.getfullargspec read
+        cls.__init__ = __init__
 
     def __init__(self, data_shape: tuple[int, ...], seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -85,8 +115,11 @@ class BaseVAE(keras.Model):
 
     # ---- hooks for the families ---------------------------------------------------------------
 
-    def compute_terms(self, x, training: bool = False, seed=None) -> dict[str, tf.Tensor]:
-        """Per-example terms of the bound, each ``[B]`` (nats). Must include ``metric_names``."""
+    def compute_terms(self, x, training: bool = False, seed=None, condition=None) -> dict[str, tf.Tensor]:
+        """Per-example terms of the bound, each ``[B]`` (nats). Must include ``metric_names``.
+
+        ``condition``: the batch's labels for a family with ``uses_condition`` (None otherwise).
+        """
         raise NotImplementedError
 
     def objective(self, terms: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -144,11 +177,9 @@ class BaseVAE(keras.Model):
     def value_range(self) -> tuple[float, float] | None:
         """The support of the likelihood: inputs outside it are refused (None: any finite value).
 
-        Bernoulli and continuous-Bernoulli likelihoods model values in [0, 1].
+        Each likelihood layer declares its own ``support`` (Bernoulli and continuous Bernoulli: [0, 1]).
         """
-        if getattr(self, "likelihood", None) in ("bernoulli", "continuous_bernoulli"):
-            return (0.0, 1.0)
-        return None
+        return getattr(getattr(self, "likelihood_layer", None), "support", None)
 
     def check_values(self, x) -> None:
         """Raise ``ValueError`` unless the array ``x`` is finite and inside :meth:`value_range`.
@@ -224,6 +255,15 @@ class BaseVAE(keras.Model):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return x
 
+    def _condition(self, data):
+        """The labels of a batch for a family with ``uses_condition`` (else None: labels are ignored)."""
+        if not self.uses_condition:
+            return None
+        _, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None:
+            raise ValueError(f"{self.name} models p(x | condition): give (images, labels) batches.")
+        return y
+
     def next_seed(self, seed=None):
         """A stateless seed (``int32[2]``) for TFP sampling.
 
@@ -247,8 +287,9 @@ class BaseVAE(keras.Model):
     def _metric_logs(self):
         return distribute.step_logs({m.name: m.result() for m in self.metrics})
 
-    def _loss(self, x, training):
-        terms = self.compute_terms(x, training=training, seed=self.next_seed())
+    def _loss(self, x, training, condition=None):
+        kwargs = {"condition": condition} if condition is not None else {}
+        terms = self.compute_terms(x, training=training, seed=self.next_seed(), **kwargs)
         loss = self.objective(terms) + self.gradient_surrogate(terms, training=training)
         if self.losses:
             loss = loss + tf.add_n([tf.cast(l, loss.dtype) for l in self.losses])
@@ -268,10 +309,11 @@ class BaseVAE(keras.Model):
 
     def train_step(self, data):
         x = self.check_inputs(self._unpack(data))
+        condition = self._condition(data)
         self._apply_kl_warmup()
         auxiliary = self.auxiliary_variables()
         with tf.GradientTape(persistent=bool(auxiliary)) as tape:
-            loss, terms = self._loss(x, training=True)
+            loss, terms = self._loss(x, training=True, condition=condition)
             # This replica's share (gradients are summed over replicas), then the loss scale of
             # mixed_float16 (identity otherwise).
             scaled = self.optimizer.scale_loss(distribute.scale_loss(loss))
@@ -291,7 +333,7 @@ class BaseVAE(keras.Model):
 
     def test_step(self, data):
         x = self.check_inputs(self._unpack(data))
-        loss, terms = self._loss(x, training=False)
+        loss, terms = self._loss(x, training=False, condition=self._condition(data))
         return self._record(loss, terms)
 
     def compile(self, optimizer="adam", jit_compile="auto", steps_per_execution="auto", auxiliary_optimizer=None,
@@ -412,11 +454,22 @@ class BaseVAE(keras.Model):
         return model
 
     def get_config(self) -> dict[str, Any]:
+        """Every constructor argument of the family (its config schema), read from the attribute of
+        the same name (keras-hub's rule: each ``__init__`` argument is stored as itself); tuples as lists."""
         base = keras.layers.Layer.get_config(self)
         config = {**base, "data_shape": list(self.data_shape), "seed": self.seed}
+        for name, field in _model_schema(type(self)).items():
+            if name not in config and hasattr(self, name):
+                value = getattr(self, name)
+                config[name] = list(value) if isinstance(value, tuple) else value
         if getattr(self, "registry_name", None):
             config["registry_name"] = self.registry_name  # set by vaezoo.get: the checkpoint knows its model
         return config
+
+
+@functools.lru_cache(maxsize=None)
+def _model_schema(klass: type) -> dict:
+    return {k: f for k, f in cfg.schema_for(klass).items() if not f.training}
 
 
 def _num_batches(x, batch_size, validation_split: float = 0.0) -> int | None:

@@ -78,17 +78,16 @@ class DIPVAE(VAE):
                           "lambda_d": cfg.NON_NEGATIVE}
 
     def __init__(self, dip_type: str = "i", lambda_od: float = 10.0, lambda_d: float = 100.0, **kwargs):
-        if dip_type not in DIP_TYPES:
-            raise ValueError(f"Unknown dip_type {dip_type!r}; valid choices: {', '.join(DIP_TYPES)}.")
-        if lambda_od < 0 or lambda_d < 0:
-            raise ValueError(f"DIPVAE needs lambda_od, lambda_d >= 0; got lambda_od={lambda_od}, lambda_d={lambda_d}.")
         super().__init__(**kwargs)
         self.dip_type = dip_type
         self.lambda_od = float(lambda_od)
         self.lambda_d = float(lambda_d)
 
-    def compute_terms(self, x, training=False, seed=None):
-        terms = super().compute_terms(x, training=training, seed=seed)
+    def compute_terms(self, x, training=False, seed=None, condition=None):
+        terms = super().compute_terms(x, training=training, seed=seed, condition=condition)
+        # The moments of q(z|x) (for the Gaussian: its mean and standard deviation).
+        q = self.posterior_layer.distribution(*(terms[f"posterior_{n}"] for n in self.posterior_layer.parameter_names))
+        terms["posterior_mean"], terms["posterior_stddev"] = q.mean(), q.stddev()
         covariance = dip_covariance(distribute.gather_batch(terms["posterior_mean"]),
                                     distribute.gather_batch(terms["posterior_stddev"]), self.dip_type)
         terms["dip_regularizer"] = dip_regularizer(covariance, self.lambda_od, self.lambda_d)
@@ -96,10 +95,6 @@ class DIPVAE(VAE):
 
     def objective(self, terms):
         return super().objective(terms) + terms["dip_regularizer"]
-
-    def get_config(self):
-        return {**super().get_config(), "dip_type": self.dip_type, "lambda_od": self.lambda_od,
-                "lambda_d": self.lambda_d}
 
 
 register_model(DIPVAE, name="dip_vae")

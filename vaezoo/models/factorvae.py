@@ -75,12 +75,9 @@ class FactorVAE(VAE):
 
     def __init__(self, gamma: float = 35.0, discriminator_units: tuple[int, ...] = (1000,) * 6,
                  discriminator_learning_rate: float = 1e-4, **kwargs):
-        if gamma < 0 or discriminator_learning_rate <= 0 or not discriminator_units or min(discriminator_units) < 1:
-            raise ValueError(
-                f"FactorVAE needs gamma >= 0, discriminator_learning_rate > 0 and discriminator_units >= 1; got "
-                f"gamma={gamma}, discriminator_learning_rate={discriminator_learning_rate}, "
-                f"discriminator_units={discriminator_units}."
-            )
+        if not discriminator_units:
+            raise cfg.ConfigError("Config key 'discriminator_units' of model 'FactorVAE' must list at least one layer "
+                                  "size, got [].")
         # Plain values first: VAE.__init__ builds the model, and build() below makes the discriminator.
         self.gamma = float(gamma)
         self.discriminator_units = tuple(int(u) for u in discriminator_units)
@@ -101,9 +98,9 @@ class FactorVAE(VAE):
         """The logit of D(z) = P(z was drawn from q(z), not from prod_j q(z_j)), ``[B]``, float32."""
         return tf.cast(self.discriminator(z, training=training)[:, 0], tf.float32)
 
-    def compute_terms(self, x, training=False, seed=None):
+    def compute_terms(self, x, training=False, seed=None, condition=None):
         seed = self.next_seed(seed)
-        terms = super().compute_terms(x, training=training, seed=seed)
+        terms = super().compute_terms(x, training=training, seed=seed, condition=condition)
         z = terms["z"][0]  # [B, latent_dim]: the first posterior sample of each example
         real = self.discriminator_logits(z, training=training)
         # prod_j q(z_j): the codes of the (global) batch, each dimension shuffled over the batch.
@@ -127,14 +124,6 @@ class FactorVAE(VAE):
 
     def default_auxiliary_optimizer(self):
         return keras.optimizers.Adam(self.discriminator_learning_rate, beta_1=0.5, beta_2=0.9)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "gamma": self.gamma,
-            "discriminator_units": list(self.discriminator_units),
-            "discriminator_learning_rate": self.discriminator_learning_rate,
-        }
 
 
 register_model(FactorVAE, name="factor_vae")

@@ -10,7 +10,8 @@ Trains on the K-sample importance-weighted bound
 computed stably as logsumexp_k(log w_k) - log K. L_1 is the ELBO, and
 log p(x) >= L_{K+1} >= L_K (Burda et al. 2016, Theorem 1), so a larger K gives a tighter bound
 and a posterior that need not cover the true one as tightly. Reuses :class:`vaezoo.VAE`'s
-distributions, sampling and train step; only the objective and its metrics change.
+distributions, sampling and train step; the bound is :func:`vaezoo.bounds.iwae_bound` of the
+log-weights, which other families (hierarchies, conditional models) call the same way.
 
 Example:
 
@@ -25,11 +26,10 @@ Reference:
 
 from __future__ import annotations
 
-import math
-
 import keras
 import tensorflow as tf
 
+from vaezoo import bounds
 from vaezoo.models.vae import VAE
 from vaezoo.registry import register_model
 
@@ -53,10 +53,10 @@ class IWAE(VAE):
     def __init__(self, num_samples: int = 5, **kwargs):
         super().__init__(num_samples=num_samples, **kwargs)
 
-    def compute_terms(self, x, training=False, seed=None):
-        terms = super().compute_terms(x, training=training, seed=seed)
-        log_w = terms["log_px"] + self.kl_weight * (terms["log_pz"] - terms["log_qz"])
-        terms["iwae_bound"] = tf.reduce_logsumexp(log_w, axis=0) - math.log(self.num_samples)
+    def compute_terms(self, x, training=False, seed=None, condition=None):
+        terms = super().compute_terms(x, training=training, seed=seed, condition=condition)
+        log_w = bounds.log_weights(terms["log_px"], terms["log_pz"], terms["log_qz"], self.kl_weight)
+        terms["iwae_bound"] = bounds.iwae_bound(log_w)
         return terms
 
     def objective(self, terms):

@@ -327,7 +327,7 @@ class PixelCNNPrior(BaseVAE):
         """Logits of p(c_ij | c_<ij), ``[B, h, w, K]``."""
         return self.network(self.check_inputs(codes), training=training)
 
-    def compute_terms(self, codes, training=False, seed=None):
+    def compute_terms(self, codes, training=False, seed=None, condition=None):
         codes = self.check_inputs(codes)
         nll = _code_nll(self(codes, training=training), codes)
         return {"nll": nll, "bits_per_dim": nll / (math.prod(self.code_shape) * math.log(2.0))}
@@ -440,7 +440,7 @@ class HierarchicalPixelCNNPrior(BaseVAE):
             "bottom": self.bottom_network(codes["bottom"], codes["top"], training=training),
         }
 
-    def compute_terms(self, codes, training=False, seed=None):
+    def compute_terms(self, codes, training=False, seed=None, condition=None):
         codes = self.check_inputs(codes)
         logits = self(codes, training=training)
         nll_top, nll_bottom = _code_nll(logits["top"], codes["top"]), _code_nll(logits["bottom"], codes["bottom"])

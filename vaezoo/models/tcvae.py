@@ -44,6 +44,7 @@ import tensorflow_probability as tfp
 
 from vaezoo import config as cfg
 from vaezoo import distribute
+from vaezoo import layers as dl
 from vaezoo.models.vae import VAE
 from vaezoo.registry import register_model
 
@@ -72,13 +73,18 @@ def log_importance_weights(batch_size, dataset_size: int, estimator: str = "mss"
     return tf.math.log(weights)
 
 
-def aggregate_log_densities(z, means, stddevs, log_weights):
+def aggregate_log_densities(z, means, stddevs, log_weights, dimensionwise_log_prob=None):
     """``(log q(z_i), sum_j log q(z_ij))`` per example, ``[B]`` each, from the batch's posteriors.
 
     ``z`` ``[B, d]``: one code per example; ``means``, ``stddevs`` ``[M, d]``: the diagonal Gaussian
     posteriors q(z|x_m) of the batch; ``log_weights`` ``[B, M]`` (rows of :func:`log_importance_weights`).
+    Any factorised posterior: ``dimensionwise_log_prob(z)`` gives log q(z_ij | x_m) ``[B, M, d]`` for
+    ``z`` ``[B, 1, d]`` (then ``means`` and ``stddevs`` are not read).
     """
-    log_q = tfd.Normal(means[None], stddevs[None]).log_prob(z[:, None, :])  # [B, M, d]: log q(z_ij | x_m)
+    if dimensionwise_log_prob is None:
+        log_q = tfd.Normal(means[None], stddevs[None]).log_prob(z[:, None, :])  # [B, M, d]: log q(z_ij | x_m)
+    else:
+        log_q = dimensionwise_log_prob(z[:, None, :])
     log_qz = tf.reduce_logsumexp(log_weights + tf.reduce_sum(log_q, axis=-1), axis=1)
     log_qz_product = tf.reduce_sum(tf.reduce_logsumexp(log_weights[:, :, None] + log_q, axis=1), axis=-1)
     return log_qz, log_qz_product
@@ -108,24 +114,26 @@ class BetaTCVAE(VAE):
 
     def __init__(self, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0, dataset_size: int = 727_280,
                  estimator: str = "mss", **kwargs):
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"Unknown estimator {estimator!r}; valid choices: {', '.join(ESTIMATORS)}.")
-        if min(alpha, beta, gamma) < 0 or dataset_size < 2:
-            raise ValueError(f"BetaTCVAE needs alpha, beta, gamma >= 0 and dataset_size >= 2; got alpha={alpha}, "
-                             f"beta={beta}, gamma={gamma}, dataset_size={dataset_size}.")
         super().__init__(**kwargs)
         self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
         self.dataset_size = int(dataset_size)
         self.estimator = estimator
+        if not self.posterior_layer.factorised:
+            factorised = [n for n, k in dl.POSTERIORS.items() if k.factorised]
+            raise cfg.ConfigError(f"beta-TCVAE needs a posterior that factorises over the dimensions of z (for the "
+                                  f"dimension-wise KL); {self.posterior!r} does not. Factorised posteriors: "
+                                  f"{', '.join(factorised)}.")
 
-    def compute_terms(self, x, training=False, seed=None):
-        terms = super().compute_terms(x, training=training, seed=seed)
+    def compute_terms(self, x, training=False, seed=None, condition=None):
+        terms = super().compute_terms(x, training=training, seed=seed, condition=condition)
         z = terms["z"][0]  # [B, d]: one code per example
-        means = distribute.gather_batch(terms["posterior_mean"])  # the global batch's posteriors
-        stddevs = distribute.gather_batch(terms["posterior_stddev"])
+        # The global batch's posteriors q(z|x_m), [1, M, ...] each, broadcast against z [B, 1, d].
+        params = tuple(distribute.gather_batch(terms[f"posterior_{n}"])[None]
+                       for n in self.posterior_layer.parameter_names)
         log_weights = distribute.replica_rows(
             lambda m: log_importance_weights(m, self.dataset_size, self.estimator), tf.shape(z)[0])
-        log_qz, log_qz_product = aggregate_log_densities(z, means, stddevs, log_weights)
+        log_qz, log_qz_product = aggregate_log_densities(
+            z, None, None, log_weights, lambda codes: self.posterior_layer.dimensionwise_log_prob(params, codes))
         log_qz_x, log_pz = terms["log_qz"][0], terms["log_pz"][0]
         terms["mutual_information"] = log_qz_x - log_qz
         terms["total_correlation"] = log_qz - log_qz_product
@@ -136,16 +144,6 @@ class BetaTCVAE(VAE):
         penalty = (self.alpha * terms["mutual_information"] + self.beta * terms["total_correlation"]
                    + self.gamma * terms["dimensionwise_kl"])
         return tf.reduce_mean(terms["reconstruction"]) + self.kl_weight * tf.reduce_mean(penalty)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "gamma": self.gamma,
-            "dataset_size": self.dataset_size,
-            "estimator": self.estimator,
-        }
 
 
 register_model(BetaTCVAE, name="beta_tcvae")

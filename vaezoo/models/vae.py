@@ -33,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from vaezoo import bounds, components
 from vaezoo import config as cfg
 from vaezoo import distribute
 from vaezoo import layers as dl
@@ -43,7 +44,12 @@ from vaezoo.registry import register_model
 
 @keras.saving.register_keras_serializable(package="vaezoo")
 class VAE(BaseVAE):
-    """Variational autoencoder: Gaussian q(z|x), TFP prior p(z) and likelihood p(x|z).
+    """Variational autoencoder: q(z|x), p(z) and p(x|z) from the registered distribution layers.
+
+    The posterior, prior and likelihood are named by config (``posterior``, ``prior``,
+    ``likelihood``; the registries :data:`vaezoo.layers.POSTERIORS`, ``PRIORS``, ``LIKELIHOODS``,
+    which plugins extend). The bound is written once for any posterior through
+    :meth:`vaezoo.layers.Posterior.sample_and_log_prob`.
 
     With ``num_samples = K > 1`` the ELBO is estimated with K samples per example,
     E_q[log p(x|z)] ~ (1/K) sum_k log p(x|z_k) (the "VAE, k samples" of Burda et al. 2016).
@@ -68,7 +74,9 @@ class VAE(BaseVAE):
         likelihood: one of :data:`vaezoo.layers.LIKELIHOODS`.
         likelihood_scale: sigma of the ``gaussian`` likelihood (fixed) or the initial sigma of
             ``gaussian_learned_scale``.
-        prior: one of :data:`vaezoo.layers.PRIORS`.
+        posterior: one of :data:`vaezoo.layers.POSTERIORS` (``gaussian``: diagonal Gaussian).
+        prior: one of :data:`vaezoo.layers.PRIORS`; it must live where the posterior does
+            (``support``).
         prior_components: mixture components of the ``mixture`` prior.
         num_samples: K, posterior samples per example in the training bound.
         gradient_estimator: ``"reparameterization"`` or ``"score_function"``.
@@ -83,10 +91,12 @@ class VAE(BaseVAE):
         "architecture": cfg.OneOf(("mlp", "conv")),
         "hidden_units": cfg.AT_LEAST_1,
         "conv_filters": cfg.AT_LEAST_1,
-        "likelihood": cfg.OneOf(tuple(dl.LIKELIHOODS)),
-        "likelihood_scale": cfg.POSITIVE,
-        "prior": cfg.OneOf(tuple(dl.PRIORS)),
-        "prior_components": cfg.AT_LEAST_1,
+        # The names come from the live registries; the components' own keys (prior_components,
+        # likelihood_scale, ...) with the ranges each component declares.
+        "likelihood": dl.LIKELIHOODS.choice(),
+        "posterior": dl.POSTERIORS.choice(),
+        "prior": dl.PRIORS.choice(),
+        **components.constraints(dl.POSTERIORS, dl.PRIORS, dl.LIKELIHOODS),
         "num_samples": cfg.AT_LEAST_1,
         "gradient_estimator": cfg.OneOf(GRADIENT_ESTIMATORS),
     }
@@ -107,15 +117,11 @@ class VAE(BaseVAE):
         prior_components: int = 10,
         num_samples: int = 1,
         gradient_estimator: str = "reparameterization",
+        posterior: str = "gaussian",
         seed: int | None = None,
         **kwargs,
     ):
-        if gradient_estimator not in self.GRADIENT_ESTIMATORS:
-            raise ValueError(
-                f"Unknown gradient_estimator {gradient_estimator!r}; valid choices: {', '.join(self.GRADIENT_ESTIMATORS)}."
-            )
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        # The arguments were checked against config_constraints (BaseVAE.__init_subclass__).
         super().__init__(data_shape=data_shape, seed=seed, **kwargs)
         self.latent_dim = int(latent_dim)
         self.architecture = architecture
@@ -128,22 +134,37 @@ class VAE(BaseVAE):
         self.prior_components = int(prior_components)
         self.num_samples = int(num_samples)
         self.gradient_estimator = gradient_estimator
+        self.posterior = posterior
         self.fuse_steps = architecture == "mlp"  # see BaseVAE.fuse_steps
 
         self.encoder = networks.build_encoder(
             architecture, self.data_shape, self.hidden_units, self.conv_filters, activation
         )
-        self.decoder = networks.build_decoder(
-            architecture, self.data_shape, self.latent_dim, self.hidden_units, self.conv_filters, activation
-        )
-        self.posterior_layer = dl.DiagonalGaussianPosterior(self.latent_dim, name="posterior")
-        self.prior_layer = dl.make_prior(prior, self.latent_dim, self.prior_components, seed=seed)
-        self.likelihood_layer = dl.make_likelihood(likelihood, self.likelihood_scale)
+        self.decoder = self.make_decoder()
+        options = self.component_options()
+        self.posterior_layer = dl.POSTERIORS.build(posterior, options, latent_dim=self.latent_dim, name="posterior")
+        self.prior_layer = dl.PRIORS.build(prior, options, latent_dim=self.latent_dim, name="prior")
+        self.likelihood_layer = dl.LIKELIHOODS.build(likelihood, options, name="likelihood")
+        if self.posterior_layer.support != self.prior_layer.support:
+            same = [n for n, k in dl.PRIORS.items() if k.support == self.posterior_layer.support]
+            raise cfg.ConfigError(
+                f"The {posterior!r} posterior lives on {self.posterior_layer.support!r} but the {prior!r} prior on "
+                f"{self.prior_layer.support!r}; priors on {self.posterior_layer.support!r}: {', '.join(same) or 'none'}.")
         # The score-function estimator's baseline: a moving average of the learning signal.
         self.score_baseline = self.add_weight(
             name="score_baseline", shape=(), initializer="zeros", trainable=False, dtype="float32"
         )
         self.build((None, *self.data_shape))
+
+    def make_decoder(self):
+        """The network z ``[B, latent_dim]`` -> raw likelihood parameters ``[B, *data_shape]`` (a family may
+        make another, e.g. one with random weights)."""
+        return networks.build_decoder(self.architecture, self.data_shape, self.latent_dim, self.hidden_units,
+                                      self.conv_filters, self.activation)
+
+    def component_options(self) -> dict:
+        """The config values the posterior, prior and likelihood layers may read (their ``config_keys``)."""
+        return {"prior_components": self.prior_components, "seed": self.seed, "likelihood_scale": self.likelihood_scale}
 
     def build(self, input_shape=None):
         # Built explicitly so a model whose call() never ran still has (and saves) all weights.
@@ -155,23 +176,33 @@ class VAE(BaseVAE):
     # ---- distributions -----------------------------------------------------------------------
 
     def posterior_distribution(self, x, training=False):
-        """q(z|x): ``Independent(Normal)`` with batch shape ``[B]`` and event ``[latent_dim]``."""
-        return self.posterior_layer(self.encoder(self.check_inputs(x), training=training))
+        """q(z|x), a TFP distribution with batch shape ``[B]`` and event ``[latent_dim]``
+        (``Independent(Normal)`` for the ``gaussian`` posterior)."""
+        return self.posterior_layer.distribution(*self.posterior_parameters(x, training=training))
+
+    def posterior_parameters(self, x, training=False) -> tuple:
+        """The parameters of q(z|x), named by ``posterior_layer.parameter_names`` (what :meth:`encode` returns)."""
+        return self.posterior_layer.parameters(self.encoder(self.check_inputs(x), training=training))
 
     def prior_distribution(self):
         """p(z)."""
         return self.prior_layer()
 
-    def likelihood_distribution(self, z, training=False):
-        """p(x|z) for z of shape ``[..., latent_dim]``; event shape is ``data_shape``."""
+    def likelihood_distribution(self, z, training=False, seed=None):
+        """p(x|z) for z of shape ``[..., latent_dim]``; event shape is ``data_shape``.
+
+        ``seed`` (int32[2]) seeds whatever the decoder draws (nothing for a point-estimate decoder)."""
         z = tf.cast(z, tf.float32)
         if z.shape.rank is not None and (z.shape.rank < 1 or z.shape[-1] not in (None, self.latent_dim)):
             raise ValueError(f"{self.name} decodes latents of width latent_dim={self.latent_dim} (shape (batch, "
                              f"{self.latent_dim})), got z of shape {tuple(z.shape)}.")
+        return self.likelihood_layer(self.decoder_parameters(z, training=training, seed=seed))
+
+    def decoder_parameters(self, z, training=False, seed=None):
+        """The decoder's raw likelihood parameters ``[..., *data_shape]`` for z ``[..., latent_dim]``."""
         lead = tf.shape(z)[:-1]
         params = self.decoder(tf.reshape(z, [-1, self.latent_dim]), training=training)
-        params = tf.reshape(params, tf.concat([lead, self.data_shape], axis=0))
-        return self.likelihood_layer(params)
+        return tf.reshape(params, tf.concat([lead, self.data_shape], axis=0))
 
     # ---- the bound ---------------------------------------------------------------------------
 
@@ -181,43 +212,53 @@ class VAE(BaseVAE):
         The samples are reparameterised, or held constant for the score-function estimator. The
         noise eps of example i does not depend on how a batch is split over tf.distribute replicas.
         """
-        q, z, log_px, log_pz, log_qz = self._draw(x, num_samples, training=training, seed=seed)
+        q, _, z, log_px, log_pz, log_qz = self._draw(x, num_samples, training=training, seed=seed)
         return q, log_px, log_pz, log_qz
 
     def _draw(self, x, num_samples: int, training=False, seed=None):
-        """:meth:`sample_log_probs` with the samples z ``[K, B, latent_dim]`` after q."""
-        q = self.posterior_distribution(x, training=training)
+        """:meth:`sample_log_probs` with the posterior's parameters and the samples z ``[K, B, latent_dim]``."""
+        params = self.posterior_parameters(x, training=training)
+        q = self.posterior_layer.distribution(*params)
         seed = self.next_seed(seed)
-        eps = distribute.replica_rows(
-            lambda batch: tf.random.stateless_normal(tf.stack([num_samples, batch, self.latent_dim]), seed),
-            tf.shape(x)[0], axis=1,
-        )
-        z = q.mean() + q.stddev() * eps  # [K, B, latent_dim]
+        z, log_qz = self.posterior_sample(params, num_samples, tf.shape(x)[0], seed)
         if self.gradient_estimator == "score_function":
             z = tf.stop_gradient(z)
-        log_px = self.likelihood_distribution(z, training=training).log_prob(x)
-        return q, z, log_px, self.prior_distribution().log_prob(z), q.log_prob(z)
+            log_qz = q.log_prob(z)  # the score: gradient through q's parameters only
+        decoder_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+        log_px = self.likelihood_distribution(z, training=training, seed=decoder_seed).log_prob(x)
+        return q, params, z, log_px, self.prior_distribution().log_prob(z), log_qz
+
+    def posterior_sample(self, params, num_samples: int, batch_size, seed=None):
+        """z ``[K, B, latent_dim]`` ~ q(z|x) (reparameterised) and log q(z|x) ``[K, B]`` from q's parameters.
+
+        The noise of example i does not depend on how a batch is split over tf.distribute replicas.
+        """
+        seed = self.next_seed(seed)
+        noise = distribute.replica_rows(
+            lambda batch: self.posterior_layer.draw_noise(num_samples, batch, seed), batch_size, axis=1)
+        return self.posterior_layer.sample_and_log_prob(params, noise)
 
     def log_weights(self, x, num_samples: int, seed=None):
         """Importance log-weights log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x): ``[K, B]``.
 
         log (1/K) sum_k exp(log w_k) is the K-sample importance-weighted bound on log p(x),
-        and an estimate of log p(x) that is consistent as K grows (see :mod:`vaezoo.evaluate`).
+        and an estimate of log p(x) that is consistent as K grows (see :mod:`vaezoo.evaluate`
+        and :mod:`vaezoo.bounds`).
         """
         x = self.check_inputs(x)
         _, log_px, log_pz, log_qz = self.sample_log_probs(x, num_samples, seed=seed)
-        return log_px + log_pz - log_qz
+        return bounds.log_weights(log_px, log_pz, log_qz)
 
-    def compute_terms(self, x, training=False, seed=None):
+    def compute_terms(self, x, training=False, seed=None, condition=None):
         x = self.check_inputs(x)
-        q, z, log_px, log_pz, log_qz = self._draw(x, self.num_samples, training=training, seed=seed)
+        q, params, z, log_px, log_pz, log_qz = self._draw(x, self.num_samples, training=training, seed=seed)
         kl = dl.analytic_kl(q, self.prior_distribution())
         # Per-sample KL terms: the Monte-Carlo KL where there is no closed form (zeros otherwise).
         kl_samples = tf.zeros_like(log_qz) if kl is not None else log_qz - log_pz
         if kl is None:
             kl = tf.reduce_mean(kl_samples, axis=0)
         reconstruction = -tf.reduce_mean(log_px, axis=0)
-        return {
+        terms = {
             "elbo": -(reconstruction + kl),
             "reconstruction": reconstruction,
             "kl": kl,
@@ -226,9 +267,10 @@ class VAE(BaseVAE):
             "log_qz": log_qz,
             "kl_samples": kl_samples,
             "z": z,  # [K, B, latent_dim]
-            "posterior_mean": q.mean(),  # [B, latent_dim]
-            "posterior_stddev": q.stddev(),
         }
+        # q's parameters, [B, ...] each: posterior_mean, posterior_log_variance for the Gaussian.
+        terms.update({f"posterior_{n}": p for n, p in zip(self.posterior_layer.parameter_names, params)})
+        return terms
 
     def kl_coefficient(self):
         """Weight of the KL in the objective (the warm-up weight; beta-VAE multiplies by beta)."""
@@ -264,13 +306,22 @@ class VAE(BaseVAE):
 
     def call(self, inputs, training=False):
         """Reconstruction mean E[x|z]: z sampled from q(z|x) when training, its mean otherwise."""
-        q = self.posterior_distribution(inputs, training=training)
-        z = q.sample(seed=self.next_seed()) if training else q.mean()
+        params = self.posterior_parameters(inputs, training=training)
+        if training:
+            z = self.posterior_sample(params, 1, tf.shape(params[0])[0])[0][0]
+        else:
+            z = self.posterior_layer.point(params)
         return self.likelihood_distribution(z, training=training).mean()
 
     def encode(self, x):
-        """Posterior mean and log-variance, each ``[B, latent_dim]``."""
-        return self.posterior_layer.parameters(self.encoder(self.check_inputs(x)))
+        """The parameters of q(z|x), a tuple named by ``posterior_layer.parameter_names``: for the
+        ``gaussian`` posterior the mean and log-variance, each ``[B, latent_dim]``. The ``encode``
+        export signature returns the same, by name."""
+        return self.posterior_parameters(x)
+
+    def code(self, x):
+        """The one code per example that stands for q(z|x) (the posterior mean), ``[B, latent_dim]``."""
+        return self.posterior_layer.point(self.encode(x))
 
     def decode(self, z):
         """Likelihood mean E[x|z], ``[B, *data_shape]``."""
@@ -290,7 +341,7 @@ class VAE(BaseVAE):
         """
         steps = self.check_count(steps, "steps")
         x = np.asarray(x, dtype="float32").reshape((1, *self.data_shape))
-        mean, _ = self.encode(x)
+        mean = self.code(x)
         values = np.linspace(-limit, limit, steps, dtype="float32")
         z = np.repeat(np.asarray(mean), self.latent_dim * steps, axis=0).reshape(self.latent_dim, steps, -1)
         z[np.arange(self.latent_dim), :, np.arange(self.latent_dim)] = values
@@ -332,27 +383,11 @@ class VAE(BaseVAE):
 
         return {
             "serving_default": (lambda images: {"reconstruction": self.reconstruct(images)}, images),
-            "encode": (lambda images: dict(zip(("mean", "log_variance"), self.encode(images))), images),
+            "encode": (lambda images: dict(zip(self.posterior_layer.parameter_names, self.encode(images))), images),
             "decode": (lambda z: {"images": self.decode(z)}, {"z": tf.TensorSpec([None, self.latent_dim], f32)}),
             "sample": (lambda n: generated(self.prior_layer.draw_noise(n)), {"n": tf.TensorSpec([], tf.int32)}),
             "sample_from_noise": (lambda **kw: generated(kw), noise),
             "elbo": (bound, {**images, "seed": tf.TensorSpec([2], tf.int32)}),
-        }
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "latent_dim": self.latent_dim,
-            "architecture": self.architecture,
-            "hidden_units": list(self.hidden_units),
-            "conv_filters": list(self.conv_filters),
-            "activation": self.activation,
-            "likelihood": self.likelihood,
-            "likelihood_scale": self.likelihood_scale,
-            "prior": self.prior,
-            "prior_components": self.prior_components,
-            "num_samples": self.num_samples,
-            "gradient_estimator": self.gradient_estimator,
         }
 
 
@@ -391,11 +426,6 @@ class BetaVAE(VAE):
         gamma: float = 1000.0,
         **kwargs,
     ):
-        if beta < 0 or capacity_max < 0 or gamma < 0 or capacity_steps < 1:
-            raise ValueError(
-                f"BetaVAE needs beta >= 0, capacity_max >= 0, gamma >= 0 and capacity_steps >= 1; got "
-                f"beta={beta}, capacity_max={capacity_max}, gamma={gamma}, capacity_steps={capacity_steps}."
-            )
         super().__init__(**kwargs)
         self.beta = float(beta)
         self.capacity_max = float(capacity_max)
@@ -417,15 +447,6 @@ class BetaVAE(VAE):
             return super().objective(terms)
         kl = tf.reduce_mean(terms["kl"])
         return tf.reduce_mean(terms["reconstruction"]) + self.kl_weight * self.gamma * tf.abs(kl - self.capacity())
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "beta": self.beta,
-            "capacity_max": self.capacity_max,
-            "capacity_steps": self.capacity_steps,
-            "gamma": self.gamma,
-        }
 
 
 # Registered names. Each takes its defaults from zoo_configs/<name>.yaml.

@@ -76,7 +76,7 @@ class VectorQuantizedVAE(BaseVAE):
         "beta": cfg.NON_NEGATIVE,
         "decay": cfg.Range(0, 1, high_open=True),
         "restart_after": cfg.NON_NEGATIVE,
-        "likelihood": cfg.OneOf(tuple(dl.LIKELIHOODS)),
+        "likelihood": dl.LIKELIHOODS.choice(),
         "likelihood_scale": cfg.POSITIVE,
     }
     #: Stride-2 levels below ``downsample`` (VQ-VAE-2's top codes add one).
@@ -289,7 +289,7 @@ class VQVAE(VectorQuantizedVAE):
 
     # ---- the loss ----------------------------------------------------------------------------
 
-    def compute_terms(self, x, training=False, seed=None):
+    def compute_terms(self, x, training=False, seed=None, condition=None):
         x = self.check_inputs(x)
         vq = self.quantizer(self.encoder(x, training=training), training=training)
         px = self.likelihood_layer(self.decoder(vq["quantized"], training=training))

@@ -108,7 +108,7 @@ class VQVAE2(VectorQuantizedVAE):
         vq_b = self.bottom_quantizer(self.bottom_projection(conditioned), training=training)
         return vq_t, vq_b
 
-    def compute_terms(self, x, training=False, seed=None):
+    def compute_terms(self, x, training=False, seed=None, condition=None):
         x = self.check_inputs(x)
         vq_t, vq_b = self._quantize(x, training)
         px = self.likelihood_layer(self.decoder([vq_b["quantized"], vq_t["quantized"]], training=training))
