@@ -18,7 +18,7 @@ into the budget, dynamic binarization (the test images binarized once with repro
 train for the same steps and checkpoint alike; every run is a vaezoo run folder (rerun to resume).
 
     python benchmarks/full_vb.py --speed                       # seconds per block of each model
-    python benchmarks/full_vb.py --steps 30000 --out runs/full_vb
+    python benchmarks/full_vb.py --steps 50000 --out runs/full_vb
     python benchmarks/full_vb.py --report runs/full_vb         # the table (markdown) and summary.json
 """
 
@@ -173,12 +173,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
-    p.add_argument("--steps", type=int, default=30000, help="optimizer steps of every run")
+    p.add_argument("--steps", type=int, default=50000, help="optimizer steps of every run")
     p.add_argument("--block", type=int, default=500, help="steps per 'epoch' (checkpoint, curve unit)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--out", default="runs/full_vb")
     p.add_argument("--data-dir", default=os.environ.get(data.DATA_DIR_ENV, "../shared/data"))
-    p.add_argument("--curve-every", type=int, default=6, help="blocks between points of the curve")
+    p.add_argument("--curve-every", type=int, default=10, help="blocks between points of the curve")
     p.add_argument("--curve-samples", type=int, default=100)
     p.add_argument("--curve-examples", type=int, default=1000)
     p.add_argument("--eval-samples", type=int, default=1000)
