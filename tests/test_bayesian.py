@@ -229,3 +229,20 @@ def test_cli_train_sets_n_from_the_data_and_sample_writes_the_uncertainty_map(tm
     assert cli.main(["sample", "bayesian_vae", "--checkpoint", str(out / "model.keras"), "--out", str(grid),
                      "--dataset", "sprites", "--binarize", "none", "--seed", "1"]) == 0
     assert (tmp_path / "grid_uncertainty.png").is_file()
+
+
+def test_exports_decode_with_the_posterior_mean_weights_and_the_seeded_signature_is_saved_model_only(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = vaezoo.get("bayesian_vae", hidden_units=[16], latent_dim=3, dataset_size=100, seed=0,
+                       weight_posterior_init_scale=0.3)
+    path = vaezoo.export.tflite(model, tmp_path / "b.tflite")
+    runner = Interpreter(str(path)).get_signature_runner("decode")
+    z = np.random.default_rng(0).normal(size=(2, 3)).astype("float32")
+    np.testing.assert_allclose(runner(z=z)["images"], model.decode(z, weights="mean"), atol=1e-5)
+    assert not np.allclose(model.decode(z, weights="sample", seed=1), model.decode(z))  # draws differ from the mean
+    with pytest.raises(ValueError, match="'sample_weights' signature.*no TFLite builtin form.*SavedModel only"):
+        vaezoo.export.tflite(model, tmp_path / "s.tflite", signatures=["sample_weights"])
+    saved = vaezoo.load_exported(vaezoo.export.saved_model(model, tmp_path / "sm"))
+    out = saved.sample_weights(n=np.int32(3), seed=np.array([4, 5], np.int32))["images"]
+    np.testing.assert_allclose(out, model.sample(3, seed=tf.constant([4, 5])), atol=1e-5)

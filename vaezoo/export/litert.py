@@ -73,6 +73,12 @@ def tflite(model, path: str | os.PathLike, signatures: Iterable[str] = DEFAULT_S
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it, or another path.")
     signatures = default_signatures(model, prior) if signatures is DEFAULT_SIGNATURES else list(signatures)
+    excluded = {s: why for s, why in getattr(model, "saved_model_only_signatures", {}).items() if s in signatures}
+    if excluded:
+        name, why = next(iter(excluded.items()))
+        raise ValueError(f"The {name!r} signature of {model.name} has no TFLite builtin form ({why}); it is in the "
+                         f"SavedModel only. TFLite signatures of this model: "
+                         f"{', '.join(s for s in select_endpoints(model, prior=prior) if s not in excluded)}.")
     archive = build_archive(model, signatures, prior)
     with tempfile.TemporaryDirectory() as tmp:
         archive.write_out(tmp, verbose=False)

@@ -94,6 +94,8 @@ class BayesianVAE(VAE):
     """
 
     metric_names = ("bound", "elbo", "reconstruction", "kl", "weight_kl")
+    #: Signatures that TFLite builtins cannot run (vaezoo.export.tflite refuses them, saying why).
+    saved_model_only_signatures = {"sample_weights": "stateless random ops, seeded by an input, are not builtins"}
     #: ``vaezoo train`` sets ``dataset_size`` to the number of training examples unless it is given.
     dataset_size_from_data = True
     #: Trains faster without XLA on a CPU: 500 steps of the 784-200-200-50 network, batch 100, took 9.0 s
@@ -239,8 +241,10 @@ class BayesianVAE(VAE):
         return tf.reduce_mean(means, axis=0), tf.math.reduce_std(means, axis=0)
 
     def endpoints(self):
-        """As :meth:`vaezoo.VAE.endpoints`, under the posterior-mean decoder weights, plus
-        ``sample_weights`` (n and an int32[2] seed: z ~ p(z) and a weight draw per image)."""
+        """As :meth:`vaezoo.VAE.endpoints`, under the posterior-mean decoder weights (so the TFLite model,
+        whose default signatures are encode, decode and sample_from_noise, decodes with them), plus
+        ``sample_weights`` (n and an int32[2] seed: z ~ p(z) and a weight draw per image, reproducible
+        from the seed; in the SavedModel only: its stateless random ops are not TFLite builtins)."""
         out = super().endpoints()
 
         def sample_weights(n, seed):

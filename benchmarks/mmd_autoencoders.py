@@ -1,0 +1,122 @@
+"""WAE-MMD and InfoVAE beside the VAE at the same budget: reconstruction, how close q(z) is to p(z).
+
+The two MMD autoencoders have no likelihood bound, so each model is measured on the pinned test binarization
+(reproduce.py's) by:
+
+* ``reconstruction``: -log p(x | z = the posterior mean), nats per image (lower is better);
+* ``mmd_to_prior``: the unbiased MMD^2 (inverse multiquadratic kernel, vaezoo.models.mmd) between 2,000 test
+  codes z ~ q(z|x) and 2,000 draws of p(z) (near 0: the aggregate posterior matches the prior, which is
+  what sampling from the prior relies on);
+* ``test_nll``: the importance-sampled NLL (``--eval-samples`` samples, q(z|x) as proposal). Every model
+  is a valid generative model p(z) p(x|z), so it is an estimate of (a stochastic lower bound on) log p(x);
+  for the MMD models q(z|x) was not trained as a proposal, so their estimate can be loose;
+* ``samples.png``: 64 images decoded from z ~ p(z) (sample quality is not measured yet).
+
+Every model: vaezoo's MLP 784-512-256 (ReLU), 8 latents (WAE's MNIST setting), Bernoulli likelihood,
+N(0, I) prior, batch 100, Adam 1e-3, ``--steps`` optimizer steps on dynamically binarized MNIST; WAE-MMD
+lambda 10 (imq), InfoVAE alpha 0, lambda 1000 (rbf).
+
+    python benchmarks/mmd_autoencoders.py --steps 12000 --out runs/mmd
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import vaezoo  # noqa: E402
+from vaezoo import data, evaluate, fileio, images, runs, training  # noqa: E402
+from vaezoo.models.mmd import mmd_u  # noqa: E402
+
+import reproduce  # noqa: E402
+
+MODELS = ("vae", "wae_mmd", "info_vae")
+SHARED = dict(architecture="mlp", hidden_units=[512, 256], latent_dim=8, activation="relu", likelihood="bernoulli",
+              prior="normal", data_shape=[28, 28, 1])
+
+
+def run_one(name: str, args) -> dict:
+    out = Path(args.out) / name
+    out.mkdir(parents=True, exist_ok=True)
+    blocks = -(-args.steps // args.block)
+    description = {"model": name, "steps": blocks * args.block, "batch_size": args.batch_size, "seed": args.seed,
+                   "config": {**SHARED, **{k: v for k, v in vaezoo.get_config(name).items()
+                                           if k in ("mmd_weight", "kernel", "alpha")}}}
+    with runs.open_run(out, description):
+        if (out / "result.json").is_file():
+            return json.loads((out / "result.json").read_text())
+        keras.utils.set_random_seed(args.seed)
+        model = vaezoo.get(name, **SHARED, seed=args.seed)
+        model.compile(keras.optimizers.Adam(1e-3))
+        train = data.load("mnist", "train", batch_size=args.batch_size, data_dir=args.data_dir, binarize="dynamic",
+                          seed=args.seed, limit=args.limit).repeat()
+        start = time.monotonic()
+        model.fit(train, epochs=blocks, steps_per_epoch=args.block, verbose=args.verbose,
+                  callbacks=training.standard_callbacks(out, run_info=description))
+        train_seconds = time.monotonic() - start
+        test = reproduce.load_images("mnist", "test", args.data_dir, limit=args.eval_examples)
+        recon = np.concatenate([-model.likelihood_distribution(model.code(test[i:i + 500])).log_prob(test[i:i + 500])
+                                for i in range(0, len(test), 500)])
+        codes = np.asarray(model.compute_terms(test[:2000], seed=args.seed)["z"][0])
+        prior = np.asarray(model.prior_layer.from_noise(**model.prior_layer.draw_noise(len(codes), model.next_seed(1))))
+        ll = evaluate.log_likelihood(model, test, num_samples=args.eval_samples, batch_size=100, seed=args.seed)
+        images.save_grid(np.asarray(model.sample(64, seed=args.seed)), out / "samples.png")
+        result = {**description, "reconstruction": round(float(recon.mean()), 3),
+                  "reconstruction_se": round(float(recon.std() / np.sqrt(len(recon))), 3),
+                  "mmd_to_prior": round(float(mmd_u(codes, prior, "imq")), 5),
+                  "test_nll": round(ll.nll, 3), "test_nll_se": round(ll.standard_error, 3),
+                  "eval_samples": args.eval_samples, "eval_examples": len(test),
+                  "train_seconds": round(train_seconds, 1)}
+        fileio.atomic_write_text(out / "result.json", json.dumps(result, indent=1))
+        return result
+
+
+def table(results) -> str:
+    lines = ["| model | reconstruction (nats) | MMD^2 to the prior | test NLL (IS, nats) | train s |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        lines.append(f"| {r['model']} | {r['reconstruction']:.2f} +- {r['reconstruction_se']:.2f} | "
+                     f"{r['mmd_to_prior']:.4f} | {r['test_nll']:.2f} +- {r['test_nll_se']:.2f} | {r['train_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--steps", type=int, default=12000)
+    p.add_argument("--block", type=int, default=600, help="steps per 'epoch' (checkpoint unit)")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--limit", type=int, help="train on the first N images only (tests)")
+    p.add_argument("--eval-samples", type=int, default=1000)
+    p.add_argument("--eval-examples", type=int, default=None)
+    p.add_argument("--out", default="runs/mmd")
+    p.add_argument("--data-dir", default=os.environ.get(data.DATA_DIR_ENV, "../shared/data"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", type=int, default=0)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        results = [run_one(name, args) for name in args.models]
+    except runs.RunError as exc:
+        raise SystemExit(str(exc)) from None
+    text = table(results)
+    fileio.atomic_write_text(Path(args.out) / "summary.md", text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

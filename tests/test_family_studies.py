@@ -1,0 +1,45 @@
+"""The studies of the new families on a tiny budget (benchmarks/full_vb.py, benchmarks/mmd_autoencoders.py):
+they run, record what they measured, resume from their results, and report the table."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import full_vb  # noqa: E402
+import mmd_autoencoders  # noqa: E402
+
+
+def test_full_vb_study_runs_both_models_and_reports(tmp_path, data_dir, capsys):
+    args = ["--steps", "20", "--block", "10", "--sizes", "50", "--eval-samples", "4", "--eval-examples", "50",
+            "--curve-every", "1", "--curve-examples", "20", "--curve-samples", "2", "--out", str(tmp_path),
+            "--data-dir", str(data_dir)]
+    assert full_vb.main(args) == 0
+    vae = json.loads((tmp_path / "vae_n50" / "result.json").read_text())
+    bayes = json.loads((tmp_path / "bayesian_vae_n50" / "result.json").read_text())
+    assert vae["train_examples"] == bayes["train_examples"] == 50 and vae["steps"] == bayes["steps"] == 20
+    for key in ("test_nll", "train_nll", "test_nll_mean_weights", "test_bound", "test_weight_kl"):
+        assert key in bayes, key
+    assert bayes["train_examples_scored"] == 50  # the N images it trained on
+    # the weight term of N = 50 images: KL(q || p) / N per image, large for so small a data set
+    assert bayes["test_weight_kl"] > 10 and bayes["test_bound"] < -bayes["test_nll"]
+    assert len(json.loads((tmp_path / "vae_n50" / "curve.json").read_text())["points"]) == 2
+    capsys.readouterr()
+    assert full_vb.main(args) == 0  # finished runs are read back, not trained again
+    out = capsys.readouterr().out
+    assert "| 50 |" in out and f"{vae['test_nll']:.2f}" in out
+    assert json.loads((tmp_path / "summary.json").read_text())["bayesian_vae_n50"]["test_nll"] == bayes["test_nll"]
+
+
+def test_mmd_study_measures_reconstruction_and_mmd(tmp_path, data_dir):
+    args = ["--steps", "10", "--block", "10", "--limit", "200", "--eval-samples", "4", "--eval-examples", "100",
+            "--out", str(tmp_path), "--data-dir", str(data_dir)]
+    assert mmd_autoencoders.main(args) == 0
+    rows = {m: json.loads((tmp_path / m / "result.json").read_text()) for m in mmd_autoencoders.MODELS}
+    assert rows["wae_mmd"]["config"]["mmd_weight"] == 10.0 and rows["info_vae"]["config"]["kernel"] == "rbf"
+    assert all(r["reconstruction"] > 0 and (tmp_path / m / "samples.png").is_file() for m, r in rows.items())
+    assert "| wae_mmd |" in (tmp_path / "summary.md").read_text()
+    with pytest.raises(SystemExit):
+        mmd_autoencoders.main([*args[:-4], "--steps", "20", "--out", str(tmp_path), "--data-dir", str(data_dir)])
