@@ -1,4 +1,4 @@
-"""The studies of the new families on a tiny budget (benchmarks/full_vb.py, benchmarks/mmd_autoencoders.py):
+"""The studies of the new families on a tiny budget (benchmarks/full_vb.py, benchmarks/families.py):
 they run, record what they measured, resume from their results, and report the table."""
 
 import json
@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import full_vb  # noqa: E402
-import mmd_autoencoders  # noqa: E402
+import families  # noqa: E402
 
 
 def test_full_vb_study_runs_both_models_and_reports(tmp_path, data_dir, capsys):
@@ -33,13 +33,18 @@ def test_full_vb_study_runs_both_models_and_reports(tmp_path, data_dir, capsys):
     assert json.loads((tmp_path / "summary.json").read_text())["bayesian_vae_n50"]["test_nll"] == bayes["test_nll"]
 
 
-def test_mmd_study_measures_reconstruction_and_mmd(tmp_path, data_dir):
-    args = ["--steps", "10", "--block", "10", "--limit", "200", "--eval-samples", "4", "--eval-examples", "100",
-            "--out", str(tmp_path), "--data-dir", str(data_dir)]
-    assert mmd_autoencoders.main(args) == 0
-    rows = {m: json.loads((tmp_path / m / "result.json").read_text()) for m in mmd_autoencoders.MODELS}
-    assert rows["wae_mmd"]["config"]["mmd_weight"] == 10.0 and rows["info_vae"]["config"]["kernel"] == "rbf"
+@pytest.mark.parametrize("group", ["mmd", "categorical"])
+def test_family_groups_measure_reconstruction_mmd_and_likelihood(tmp_path, data_dir, group):
+    args = ["--group", group, "--steps", "10", "--block", "10", "--limit", "200", "--eval-samples", "4",
+            "--eval-examples", "100", "--out", str(tmp_path), "--data-dir", str(data_dir)]
+    assert families.main(args) == 0
+    rows = {m: json.loads((tmp_path / m / "result.json").read_text()) for m in families.GROUPS[group][1]}
     assert all(r["reconstruction"] > 0 and (tmp_path / m / "samples.png").is_file() for m, r in rows.items())
+    if group == "categorical":
+        assert "discrete_elbo" in rows["categorical_vae"]["test_metrics"] and rows["vae"]["config"]["latent_dim"] == 20
+        assert "(discrete ELBO)" in (tmp_path / "summary.md").read_text()
+        return
+    assert rows["wae_mmd"]["config"]["mmd_weight"] == 10.0 and rows["info_vae"]["config"]["kernel"] == "rbf"
     assert "| wae_mmd |" in (tmp_path / "summary.md").read_text()
     with pytest.raises(SystemExit):
-        mmd_autoencoders.main([*args[:-4], "--steps", "20", "--out", str(tmp_path), "--data-dir", str(data_dir)])
+        families.main([*args[:-4], "--steps", "20", "--out", str(tmp_path), "--data-dir", str(data_dir)])

@@ -2,7 +2,7 @@
 
 >>> import keras, vaezoo
 >>> vaezoo.list_models()
-['bayesian_vae', 'beta_tcvae', 'beta_vae', 'beta_vae_conv', 'beta_vae_conv64', 'dip_vae', 'factor_vae', 'hierarchical_pixelcnn_prior',
+['bayesian_vae', 'beta_tcvae', 'beta_vae', 'beta_vae_conv', 'beta_vae_conv64', 'categorical_vae', 'dip_vae', 'factor_vae', 'hierarchical_pixelcnn_prior',
  'info_vae', 'iwae', 'iwae_conv', 'pixelcnn_prior', 'vae', 'vae_conv', 'vq_vae', 'vq_vae2',
  'wae_mmd']
 >>> model = vaezoo.get("beta_vae", beta=4.0)
@@ -23,7 +23,7 @@ from vaezoo import bayesian, bounds, callbacks, components, data, distribute, la
 from vaezoo import export
 from vaezoo.export import load_exported
 from vaezoo.pretrained import list_pretrained, pretrained_info
-from vaezoo.models import DIPVAE, IWAE, VAE, BayesianVAE, InfoVAE, WAEMMD, VQVAE, BaseVAE, BetaTCVAE, BetaVAE, FactorVAE
+from vaezoo.models import DIPVAE, IWAE, VAE, BayesianVAE, CategoricalVAE, InfoVAE, WAEMMD, VQVAE, BaseVAE, BetaTCVAE, BetaVAE, FactorVAE
 
 __version__ = "0.1.0"
 
@@ -34,6 +34,7 @@ __all__ = [
     "BetaVAE",
     "DIPVAE",
     "FactorVAE",
+    "CategoricalVAE",
     "callbacks",
     "data",
     "ConfigError",

@@ -226,7 +226,11 @@ class VAE(BaseVAE):
             log_qz = q.log_prob(z)  # the score: gradient through q's parameters only
         decoder_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         log_px = self.likelihood_distribution(z, training=training, seed=decoder_seed).log_prob(x)
-        return q, params, z, log_px, self.prior_distribution().log_prob(z), log_qz
+        return q, params, z, log_px, self.prior_log_prob(z), log_qz
+
+    def prior_log_prob(self, z):
+        """log p(z) of samples ``[K, B, latent_dim]``: ``[K, B]``."""
+        return self.prior_distribution().log_prob(z)
 
     def posterior_sample(self, params, num_samples: int, batch_size, seed=None):
         """z ``[K, B, latent_dim]`` ~ q(z|x) (reparameterised) and log q(z|x) ``[K, B]`` from q's parameters.

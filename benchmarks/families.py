@@ -1,22 +1,30 @@
-"""WAE-MMD and InfoVAE beside the VAE at the same budget: reconstruction, how close q(z) is to p(z).
+"""New families beside the VAE at the same budget and network: what each is measured by.
 
-The two MMD autoencoders have no likelihood bound, so each model is measured on the pinned test binarization
-(reproduce.py's) by:
+Groups of models trained alike (``--group``), each model measured on the pinned test binarization
+(reproduce.py's):
 
-* ``reconstruction``: -log p(x | z = the posterior mean), nats per image (lower is better);
+* ``reconstruction``: -log p(x | z = the posterior's code, its mean or one-hot mode), nats per image;
 * ``mmd_to_prior``: the unbiased MMD^2 (inverse multiquadratic kernel, vaezoo.models.mmd) between 2,000 test
-  codes z ~ q(z|x) and 2,000 draws of p(z) (near 0: the aggregate posterior matches the prior, which is
-  what sampling from the prior relies on);
-* ``test_nll``: the importance-sampled NLL (``--eval-samples`` samples, q(z|x) as proposal). Every model
-  is a valid generative model p(z) p(x|z), so it is an estimate of (a stochastic lower bound on) log p(x);
-  for the MMD models q(z|x) was not trained as a proposal, so their estimate can be loose;
+  codes z ~ q(z|x) and 2,000 draws of p(z) (near 0: the aggregate posterior matches the prior, which
+  sampling from the prior relies on);
+* ``test_nll``: the importance-sampled NLL (``--eval-samples`` samples, q(z|x) as proposal; for
+  ``categorical_vae`` hard one-hot samples against the categorical prior). Every model is a generative model
+  p(z) p(x|z), so it is an estimate of (a stochastic lower bound on) log p(x); the MMD models' q(z|x) was not
+  trained as a proposal, so their estimate can be loose;
+* ``test_metrics``: ``model.evaluate`` on the test images (the bound's parts: ``elbo``, ``discrete_elbo``, ``mmd``);
 * ``samples.png``: 64 images decoded from z ~ p(z) (sample quality is not measured yet).
 
-Every model: vaezoo's MLP 784-512-256 (ReLU), 8 latents (WAE's MNIST setting), Bernoulli likelihood,
-N(0, I) prior, batch 100, Adam 1e-3, ``--steps`` optimizer steps on dynamically binarized MNIST; WAE-MMD
-lambda 10 (imq), InfoVAE alpha 0, lambda 1000 (rbf).
+Groups:
 
-    python benchmarks/mmd_autoencoders.py --steps 12000 --out runs/mmd
+* ``mmd``: ``vae``, ``wae_mmd`` (lambda 10, imq), ``info_vae`` (alpha 0, lambda 1000, rbf); vaezoo's MLP
+  784-512-256 (ReLU), 8 latents (WAE's MNIST setting), Adam 1e-3;
+* ``categorical``: ``categorical_vae`` (20 variables x 10 classes, tau 1 -> 0.5, relaxed KL) and ``vae`` with
+  20 Gaussian latents; Jang et al.'s 784-512-256 network, Adam 3e-4.
+
+Shared: Bernoulli likelihood, batch 100, ``--steps`` optimizer steps on dynamically binarized MNIST.
+
+    python benchmarks/families.py --group mmd --steps 12000 --out runs/families/mmd
+    python benchmarks/families.py --group categorical --steps 50000 --out runs/families/categorical
 """
 
 from __future__ import annotations
@@ -40,24 +48,33 @@ from vaezoo.models.mmd import mmd_u  # noqa: E402
 
 import reproduce  # noqa: E402
 
-MODELS = ("vae", "wae_mmd", "info_vae")
-SHARED = dict(architecture="mlp", hidden_units=[512, 256], latent_dim=8, activation="relu", likelihood="bernoulli",
-              prior="normal", data_shape=[28, 28, 1])
+NETWORK = dict(architecture="mlp", hidden_units=[512, 256], activation="relu", likelihood="bernoulli",
+               data_shape=[28, 28, 1])
+#: group -> (learning rate, {model: settings})
+GROUPS = {
+    "mmd": (1e-3, {"vae": {"latent_dim": 8}, "wae_mmd": {"latent_dim": 8}, "info_vae": {"latent_dim": 8}}),
+    "categorical": (3e-4, {"categorical_vae": {}, "vae": {"latent_dim": 20}}),
+}
+MODELS = tuple(GROUPS["mmd"][1])
 
 
 def run_one(name: str, args) -> dict:
     out = Path(args.out) / name
     out.mkdir(parents=True, exist_ok=True)
     blocks = -(-args.steps // args.block)
-    description = {"model": name, "steps": blocks * args.block, "batch_size": args.batch_size, "seed": args.seed,
-                   "config": {**SHARED, **{k: v for k, v in vaezoo.get_config(name).items()
-                                           if k in ("mmd_weight", "kernel", "alpha")}}}
+    learning_rate, models = GROUPS[args.group]
+    settings = {**NETWORK, **models[name]}
+    described = ("mmd_weight", "kernel", "alpha", "num_categorical", "num_classes", "temperature_start",
+                 "temperature_end", "temperature_decay", "kl_estimator", "straight_through", "latent_dim")
+    description = {"model": name, "group": args.group, "steps": blocks * args.block, "batch_size": args.batch_size,
+                   "learning_rate": learning_rate, "seed": args.seed,
+                   "config": {**{k: v for k, v in vaezoo.get_config(name).items() if k in described}, **settings}}
     with runs.open_run(out, description):
         if (out / "result.json").is_file():
             return json.loads((out / "result.json").read_text())
         keras.utils.set_random_seed(args.seed)
-        model = vaezoo.get(name, **SHARED, seed=args.seed)
-        model.compile(keras.optimizers.Adam(1e-3))
+        model = vaezoo.get(name, **settings, seed=args.seed)
+        model.compile(keras.optimizers.Adam(learning_rate))
         train = data.load("mnist", "train", batch_size=args.batch_size, data_dir=args.data_dir, binarize="dynamic",
                           seed=args.seed, limit=args.limit).repeat()
         start = time.monotonic()
@@ -70,11 +87,13 @@ def run_one(name: str, args) -> dict:
         codes = np.asarray(model.compute_terms(test[:2000], seed=args.seed)["z"][0])
         prior = np.asarray(model.prior_layer.from_noise(**model.prior_layer.draw_noise(len(codes), model.next_seed(1))))
         ll = evaluate.log_likelihood(model, test, num_samples=args.eval_samples, batch_size=100, seed=args.seed)
+        metrics = model.evaluate(test, batch_size=100, verbose=0, return_dict=True)
         images.save_grid(np.asarray(model.sample(64, seed=args.seed)), out / "samples.png")
         result = {**description, "reconstruction": round(float(recon.mean()), 3),
                   "reconstruction_se": round(float(recon.std() / np.sqrt(len(recon))), 3),
                   "mmd_to_prior": round(float(mmd_u(codes, prior, "imq")), 5),
                   "test_nll": round(ll.nll, 3), "test_nll_se": round(ll.standard_error, 3),
+                  "test_metrics": {k: round(float(v), 3) for k, v in metrics.items()},
                   "eval_samples": args.eval_samples, "eval_examples": len(test),
                   "train_seconds": round(train_seconds, 1)}
         fileio.atomic_write_text(out / "result.json", json.dumps(result, indent=1))
@@ -82,24 +101,28 @@ def run_one(name: str, args) -> dict:
 
 
 def table(results) -> str:
-    lines = ["| model | reconstruction (nats) | MMD^2 to the prior | test NLL (IS, nats) | train s |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| model | reconstruction (nats) | MMD^2 to the prior | test NLL (IS, nats) | test bound (nats) | train s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
+        metrics = r.get("test_metrics", {})
+        bound = metrics.get("discrete_elbo", metrics.get("elbo"))
+        bound = "-" if bound is None else f"{bound:.2f}" + (" (discrete ELBO)" if "discrete_elbo" in metrics else "")
         lines.append(f"| {r['model']} | {r['reconstruction']:.2f} +- {r['reconstruction_se']:.2f} | "
-                     f"{r['mmd_to_prior']:.4f} | {r['test_nll']:.2f} +- {r['test_nll_se']:.2f} | {r['train_seconds']:.0f} |")
+                     f"{r['mmd_to_prior']:.4f} | {r['test_nll']:.2f} +- {r['test_nll_se']:.2f} | {bound} | "
+                     f"{r['train_seconds']:.0f} |")
     return "\n".join(lines)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--group", choices=sorted(GROUPS), default="mmd")
     p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--block", type=int, default=600, help="steps per 'epoch' (checkpoint unit)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--limit", type=int, help="train on the first N images only (tests)")
     p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--eval-examples", type=int, default=None)
-    p.add_argument("--out", default="runs/mmd")
+    p.add_argument("--out", default="runs/families")
     p.add_argument("--data-dir", default=os.environ.get(data.DATA_DIR_ENV, "../shared/data"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=0)
@@ -109,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        results = [run_one(name, args) for name in args.models]
+        results = [run_one(name, args) for name in GROUPS[args.group][1]]
     except runs.RunError as exc:
         raise SystemExit(str(exc)) from None
     text = table(results)
