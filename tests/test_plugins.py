@@ -114,3 +114,15 @@ def test_factory_delegating_to_get_and_exporting_a_plugin_checkpoint(plugin_path
     proc = _run(["-m", "vaezoo", "export", "vae", "--checkpoint", str(checkpoint), "--format", "saved_model",
                  "--out", str(tmp_path / "exports")], plugin_path)
     assert proc.returncode == 2 and "holds a 'demo_class_vae' model, not 'vae'" in proc.stderr
+
+
+def test_a_plugin_adds_a_prior_that_every_model_accepts(plugin_path):
+    probe = ("import vaezoo, numpy as np\n"
+             "model = vaezoo.get('vae', prior='demo_laplace', hidden_units=[8], latent_dim=2)\n"
+             "x = (np.random.default_rng(0).random((2, 28, 28, 1)) > 0.5).astype('float32')\n"
+             "print('RESULT', type(model.prior_layer).__name__, bool(np.all(np.isfinite(model.elbo(x, seed=0)))))\n")
+    proc = _run(["-c", probe], plugin_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RESULT DemoLaplacePrior True" in proc.stdout
+    disabled = _run(["-c", probe], plugin_path, VAEZOO_DISABLE_PLUGINS="1")
+    assert disabled.returncode != 0 and "'prior'" in disabled.stderr and "demo_laplace" in disabled.stderr

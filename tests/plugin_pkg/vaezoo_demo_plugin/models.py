@@ -23,3 +23,22 @@ class DemoClassVAE(vaezoo.VAE):
 
 
 vaezoo.register_model(DemoClassVAE, name="demo_class_vae", config={"latent_dim": 2, "hidden_units": [8]})
+
+
+@keras.saving.register_keras_serializable(package="vaezoo_demo_plugin")
+@vaezoo.layers.register_prior("demo_laplace")
+class DemoLaplacePrior(vaezoo.layers.Prior):
+    """A prior of the plugin's own: a valid `prior:` of every vaezoo model once the plugin is loaded."""
+
+    def call(self, inputs=None):
+        import tensorflow as tf
+        import tensorflow_probability as tfp
+
+        zeros = tf.zeros([self.latent_dim])
+        return tfp.distributions.Independent(tfp.distributions.Laplace(zeros, tf.ones_like(zeros)), 1)
+
+    def from_noise(self, noise):
+        import tensorflow_probability as tfp
+
+        d = tfp.distributions
+        return d.Laplace(0.0, 1.0).quantile(d.Normal(0.0, 1.0).cdf(noise))
