@@ -227,23 +227,6 @@ class VectorQuantizedVAE(BaseVAE):
         """Decode the codes of x."""
         return self(x, training=False)
 
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "hidden_channels": self.hidden_channels,
-            "residual_channels": self.residual_channels,
-            "residual_blocks": self.residual_blocks,
-            "downsample": self.downsample,
-            "num_codes": self.num_codes,
-            "code_dim": self.code_dim,
-            "beta": self.beta,
-            "ema": self.ema,
-            "decay": self.decay,
-            "restart_after": self.restart_after,
-            "likelihood": self.likelihood,
-            "likelihood_scale": self.likelihood_scale,
-        }
-
 
 @keras.saving.register_keras_serializable(package="vaezoo")
 class VQVAE(VectorQuantizedVAE):
