@@ -19,12 +19,15 @@ Groups:
 * ``mmd``: ``vae``, ``wae_mmd`` (lambda 10, imq), ``info_vae`` (alpha 0, lambda 1000, rbf); vaezoo's MLP
   784-512-256 (ReLU), 8 latents (WAE's MNIST setting), Adam 1e-3;
 * ``categorical``: ``categorical_vae`` (20 variables x 10 classes, tau 1 -> 0.5, relaxed KL) and ``vae`` with
-  20 Gaussian latents; Jang et al.'s 784-512-256 network, Adam 3e-4.
+  20 Gaussian latents; Jang et al.'s 784-512-256 network, Adam 3e-4;
+* ``sphere``: ``vae`` (N-VAE) and ``hyperspherical_vae`` (S-VAE) with d = 5, 10, 20 latents (z on S^(d-1) for
+  the S-VAE); Davidson et al.'s 784-256-128 ReLU network, Adam 1e-3 (runs ``vae_d5``, ``hyperspherical_vae_d5``, ...).
 
 Shared: Bernoulli likelihood, batch 100, ``--steps`` optimizer steps on dynamically binarized MNIST.
 
     python benchmarks/families.py --group mmd --steps 12000 --out runs/families/mmd
     python benchmarks/families.py --group categorical --steps 50000 --out runs/families/categorical
+    python benchmarks/families.py --group sphere --steps 30000 --out runs/families/sphere
 """
 
 from __future__ import annotations
@@ -50,10 +53,12 @@ import reproduce  # noqa: E402
 
 NETWORK = dict(architecture="mlp", hidden_units=[512, 256], activation="relu", likelihood="bernoulli",
                data_shape=[28, 28, 1])
-#: group -> (learning rate, {model: settings})
+#: group -> (learning rate, {run: settings}); a run is named after its model unless its settings name one
 GROUPS = {
     "mmd": (1e-3, {"vae": {"latent_dim": 8}, "wae_mmd": {"latent_dim": 8}, "info_vae": {"latent_dim": 8}}),
     "categorical": (3e-4, {"categorical_vae": {}, "vae": {"latent_dim": 20}}),
+    "sphere": (1e-3, {f"{model}_d{d}": {"model": model, "latent_dim": d, "hidden_units": [256, 128]}
+                      for d in (5, 10, 20) for model in ("vae", "hyperspherical_vae")}),
 }
 MODELS = tuple(GROUPS["mmd"][1])
 
@@ -64,16 +69,19 @@ def run_one(name: str, args) -> dict:
     blocks = -(-args.steps // args.block)
     learning_rate, models = GROUPS[args.group]
     settings = {**NETWORK, **models[name]}
+    model_name = settings.pop("model", name)
     described = ("mmd_weight", "kernel", "alpha", "num_categorical", "num_classes", "temperature_start",
-                 "temperature_end", "temperature_decay", "kl_estimator", "straight_through", "latent_dim")
-    description = {"model": name, "group": args.group, "steps": blocks * args.block, "batch_size": args.batch_size,
-                   "learning_rate": learning_rate, "seed": args.seed,
-                   "config": {**{k: v for k, v in vaezoo.get_config(name).items() if k in described}, **settings}}
+                 "temperature_end", "temperature_decay", "kl_estimator", "straight_through", "latent_dim",
+                 "posterior", "prior", "rejection_proposals")
+    description = {"model": model_name, "run": name, "group": args.group, "steps": blocks * args.block,
+                   "batch_size": args.batch_size, "learning_rate": learning_rate, "seed": args.seed,
+                   "config": {**{k: v for k, v in vaezoo.get_config(model_name).items() if k in described},
+                              **settings}}
     with runs.open_run(out, description):
         if (out / "result.json").is_file():
             return json.loads((out / "result.json").read_text())
         keras.utils.set_random_seed(args.seed)
-        model = vaezoo.get(name, **settings, seed=args.seed)
+        model = vaezoo.get(model_name, **settings, seed=args.seed)
         model.compile(keras.optimizers.Adam(learning_rate))
         train = data.load("mnist", "train", batch_size=args.batch_size, data_dir=args.data_dir, binarize="dynamic",
                           seed=args.seed, limit=args.limit).repeat()
@@ -107,7 +115,7 @@ def table(results) -> str:
         metrics = r.get("test_metrics", {})
         bound = metrics.get("discrete_elbo", metrics.get("elbo"))
         bound = "-" if bound is None else f"{bound:.2f}" + (" (discrete ELBO)" if "discrete_elbo" in metrics else "")
-        lines.append(f"| {r['model']} | {r['reconstruction']:.2f} +- {r['reconstruction_se']:.2f} | "
+        lines.append(f"| {r.get('run', r['model'])} | {r['reconstruction']:.2f} +- {r['reconstruction_se']:.2f} | "
                      f"{r['mmd_to_prior']:.4f} | {r['test_nll']:.2f} +- {r['test_nll_se']:.2f} | {bound} | "
                      f"{r['train_seconds']:.0f} |")
     return "\n".join(lines)

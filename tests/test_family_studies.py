@@ -33,13 +33,18 @@ def test_full_vb_study_runs_both_models_and_reports(tmp_path, data_dir, capsys):
     assert json.loads((tmp_path / "summary.json").read_text())["bayesian_vae_n50"]["test_nll"] == bayes["test_nll"]
 
 
-@pytest.mark.parametrize("group", ["mmd", "categorical"])
+@pytest.mark.parametrize("group", ["mmd", "categorical", "sphere"])
 def test_family_groups_measure_reconstruction_mmd_and_likelihood(tmp_path, data_dir, group):
     args = ["--group", group, "--steps", "10", "--block", "10", "--limit", "200", "--eval-samples", "4",
             "--eval-examples", "100", "--out", str(tmp_path), "--data-dir", str(data_dir)]
     assert families.main(args) == 0
     rows = {m: json.loads((tmp_path / m / "result.json").read_text()) for m in families.GROUPS[group][1]}
     assert all(r["reconstruction"] > 0 and (tmp_path / m / "samples.png").is_file() for m, r in rows.items())
+    if group == "sphere":
+        assert rows["hyperspherical_vae_d10"]["config"]["posterior"] == "von_mises_fisher"
+        assert rows["vae_d20"]["model"] == "vae" and rows["vae_d20"]["config"]["latent_dim"] == 20
+        assert "| hyperspherical_vae_d5 |" in (tmp_path / "summary.md").read_text()
+        return
     if group == "categorical":
         assert "discrete_elbo" in rows["categorical_vae"]["test_metrics"] and rows["vae"]["config"]["latent_dim"] == 20
         assert "(discrete ELBO)" in (tmp_path / "summary.md").read_text()

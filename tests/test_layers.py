@@ -133,8 +133,9 @@ def test_layers_compose_in_a_plain_keras_model():
 
 
 # Each prior goes into a model whose posterior lives on the prior's support: the VAE's Gaussian
-# posterior for priors on the reals, the categorical VAE's Concrete posterior for priors on the simplex.
-_MODEL_FOR_SUPPORT = {"real": "vae", "simplex": "categorical_vae"}
+# posterior for priors on the reals, the categorical VAE's Concrete posterior for priors on the simplex,
+# the S-VAE's von Mises-Fisher posterior for priors on the sphere.
+_MODEL_FOR_SUPPORT = {"real": "vae", "simplex": "categorical_vae", "sphere": "hyperspherical_vae"}
 
 
 @pytest.mark.parametrize("likelihood", sorted(dl.LIKELIHOODS))

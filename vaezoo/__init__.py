@@ -23,7 +23,7 @@ from vaezoo import bayesian, bounds, callbacks, components, data, distribute, la
 from vaezoo import export
 from vaezoo.export import load_exported
 from vaezoo.pretrained import list_pretrained, pretrained_info
-from vaezoo.models import DIPVAE, IWAE, VAE, BayesianVAE, CategoricalVAE, InfoVAE, WAEMMD, VQVAE, BaseVAE, BetaTCVAE, BetaVAE, FactorVAE
+from vaezoo.models import DIPVAE, IWAE, VAE, BayesianVAE, CategoricalVAE, HypersphericalVAE, InfoVAE, WAEMMD, VQVAE, BaseVAE, BetaTCVAE, BetaVAE, FactorVAE
 
 __version__ = "0.1.0"
 
@@ -35,6 +35,7 @@ __all__ = [
     "DIPVAE",
     "FactorVAE",
     "CategoricalVAE",
+    "HypersphericalVAE",
     "callbacks",
     "data",
     "ConfigError",

@@ -157,6 +157,13 @@ class Posterior(keras.layers.Layer):
     def sample_and_log_prob(self, params, noise) -> tuple[tf.Tensor, tf.Tensor]:
         raise NotImplementedError
 
+    def score_correction(self, params, noise) -> tf.Tensor | None:
+        """For a sampler whose reparameterisation is not exact (rejection sampling), log pi(eps | params) up
+        to terms free of the parameters, ``[K, B]``, eps the accepted noise: the models add the score term
+        f grad log pi to the reparameterised gradient (:meth:`vaezoo.VAE.gradient_surrogate`). None (the
+        default): z = h(eps, params) with eps independent of the parameters, nothing to add."""
+        return None
+
     def point(self, params) -> tf.Tensor:
         """The code ``[B, latent_dim]`` that stands for q(z|x) (its mean)."""
         return self.distribution(*params).mean()

@@ -9,8 +9,9 @@ from vaezoo.models.tcvae import BetaTCVAE
 from vaezoo.models.dipvae import DIPVAE
 from vaezoo.models.mmd import InfoVAE, WAEMMD
 from vaezoo.models.categorical import CategoricalVAE
+from vaezoo.models.hyperspherical import HypersphericalVAE
 from vaezoo.models.vqvae import VQVAE
 from vaezoo.models.vqvae2 import VQVAE2
 from vaezoo.models.pixelcnn import HierarchicalPixelCNNPrior, PixelCNNPrior
 
-__all__ = ["BaseVAE", "BayesianVAE", "VAE", "BetaVAE", "IWAE", "FactorVAE", "BetaTCVAE", "DIPVAE", "InfoVAE", "WAEMMD", "CategoricalVAE", "VQVAE", "VQVAE2", "PixelCNNPrior", "HierarchicalPixelCNNPrior"]
+__all__ = ["BaseVAE", "BayesianVAE", "VAE", "BetaVAE", "IWAE", "FactorVAE", "BetaTCVAE", "DIPVAE", "InfoVAE", "WAEMMD", "CategoricalVAE", "HypersphericalVAE", "VQVAE", "VQVAE2", "PixelCNNPrior", "HierarchicalPixelCNNPrior"]

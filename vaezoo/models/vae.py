@@ -212,21 +212,25 @@ class VAE(BaseVAE):
         The samples are reparameterised, or held constant for the score-function estimator. The
         noise eps of example i does not depend on how a batch is split over tf.distribute replicas.
         """
-        q, _, z, log_px, log_pz, log_qz = self._draw(x, num_samples, training=training, seed=seed)
+        q, _, z, log_px, log_pz, log_qz, _ = self._draw(x, num_samples, training=training, seed=seed)
         return q, log_px, log_pz, log_qz
 
     def _draw(self, x, num_samples: int, training=False, seed=None):
-        """:meth:`sample_log_probs` with the posterior's parameters and the samples z ``[K, B, latent_dim]``."""
+        """:meth:`sample_log_probs` with the posterior's parameters, the samples z ``[K, B, latent_dim]`` and
+        the posterior's score correction ``[K, B]`` (None for an exact reparameterisation)."""
         params = self.posterior_parameters(x, training=training)
         q = self.posterior_layer.distribution(*params)
         seed = self.next_seed(seed)
-        z, log_qz = self.posterior_sample(params, num_samples, tf.shape(x)[0], seed)
+        noise = self.posterior_noise(num_samples, tf.shape(x)[0], seed)
+        z, log_qz = self.posterior_layer.sample_and_log_prob(params, noise)
+        # A rejection sampler's reparameterisation is completed by a score term (see gradient_surrogate).
+        correction = self.posterior_layer.score_correction(params, noise)
         if self.gradient_estimator == "score_function":
             z = tf.stop_gradient(z)
             log_qz = q.log_prob(z)  # the score: gradient through q's parameters only
         decoder_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         log_px = self.likelihood_distribution(z, training=training, seed=decoder_seed).log_prob(x)
-        return q, params, z, log_px, self.prior_log_prob(z), log_qz
+        return q, params, z, log_px, self.prior_log_prob(z), log_qz, correction
 
     def prior_log_prob(self, z):
         """log p(z) of samples ``[K, B, latent_dim]``: ``[K, B]``."""
@@ -237,10 +241,14 @@ class VAE(BaseVAE):
 
         The noise of example i does not depend on how a batch is split over tf.distribute replicas.
         """
+        return self.posterior_layer.sample_and_log_prob(params, self.posterior_noise(num_samples, batch_size, seed))
+
+    def posterior_noise(self, num_samples: int, batch_size, seed=None):
+        """The posterior's noise ``[K, B, *noise_shape]`` from ``seed``, by example (the same under any
+        tf.distribute split of the batch)."""
         seed = self.next_seed(seed)
-        noise = distribute.replica_rows(
+        return distribute.replica_rows(
             lambda batch: self.posterior_layer.draw_noise(num_samples, batch, seed), batch_size, axis=1)
-        return self.posterior_layer.sample_and_log_prob(params, noise)
 
     def log_weights(self, x, num_samples: int, seed=None):
         """Importance log-weights log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x): ``[K, B]``.
@@ -255,7 +263,8 @@ class VAE(BaseVAE):
 
     def compute_terms(self, x, training=False, seed=None, condition=None):
         x = self.check_inputs(x)
-        q, params, z, log_px, log_pz, log_qz = self._draw(x, self.num_samples, training=training, seed=seed)
+        q, params, z, log_px, log_pz, log_qz, correction = self._draw(x, self.num_samples, training=training,
+                                                                      seed=seed)
         kl = dl.analytic_kl(q, self.prior_distribution())
         # Per-sample KL terms: the Monte-Carlo KL where there is no closed form (zeros otherwise).
         kl_samples = tf.zeros_like(log_qz) if kl is not None else log_qz - log_pz
@@ -272,6 +281,8 @@ class VAE(BaseVAE):
             "kl_samples": kl_samples,
             "z": z,  # [K, B, latent_dim]
         }
+        if correction is not None:
+            terms["score_correction"] = correction
         # q's parameters, [B, ...] each: posterior_mean, posterior_log_variance for the Gaussian.
         terms.update({f"posterior_{n}": p for n, p in zip(self.posterior_layer.parameter_names, params)})
         return terms
@@ -293,9 +304,19 @@ class VAE(BaseVAE):
 
     def gradient_surrogate(self, terms, training=False):
         """For ``score_function``: (f - b) log q(z|x) minus its own value, so 0 in value and the
-        log-derivative estimator in gradient. The baseline b moves towards the mean signal."""
+        log-derivative estimator in gradient. The baseline b moves towards the mean signal.
+
+        For a posterior sampled by rejection (``score_correction`` in the terms, e.g. the von Mises-Fisher):
+        f c minus its own value, the correction term of the rejection-sampler reparameterisation
+        (Naesseth et al. 2017; Davidson et al. 2018, eq. 6): grad E[f] = E[grad f(h(eps, theta))] +
+        E[f(h(eps, theta)) grad log(q(h(eps, theta)) / r(h(eps, theta)))], eps the accepted proposal."""
         if self.gradient_estimator != "score_function":
-            return super().gradient_surrogate(terms, training)
+            if "score_correction" not in terms:
+                return super().gradient_surrogate(terms, training)
+            signal, weight = self.score_signal(terms)
+            correction = terms["score_correction"]
+            surrogate = weight * tf.reduce_mean(tf.reduce_sum(tf.stop_gradient(signal) * correction, axis=0))
+            return -(surrogate - tf.stop_gradient(surrogate))
         signal, weight = self.score_signal(terms)
         signal = tf.stop_gradient(signal)
         centred = signal - self.score_baseline
