@@ -124,6 +124,7 @@ def table(results) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--group", choices=sorted(GROUPS), default="mmd")
+    p.add_argument("--runs", nargs="+", metavar="RUN", help="only these runs of the group (default all)")
     p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--block", type=int, default=600, help="steps per 'epoch' (checkpoint unit)")
     p.add_argument("--batch-size", type=int, default=100)
@@ -140,7 +141,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        results = [run_one(name, args) for name in GROUPS[args.group][1]]
+        names = list(GROUPS[args.group][1])
+        unknown = sorted(set(args.runs or []) - set(names))
+        if unknown:
+            raise SystemExit(f"Unknown run(s) {', '.join(unknown)} of group {args.group!r}; its runs: {', '.join(names)}.")
+        results = [run_one(name, args) for name in names if not args.runs or name in args.runs]
     except runs.RunError as exc:
         raise SystemExit(str(exc)) from None
     text = table(results)

@@ -77,6 +77,7 @@ def test_factor_vae_trains_its_discriminator_with_its_own_optimizer(tmp_path):
     assert int(loaded.auxiliary_optimizer.iterations) == 7
 
 
+@pytest.mark.slow
 def test_factor_vae_discriminator_detects_dependent_codes():
     # Train the discriminator alone on codes with total correlation (two copies of one variable):
     # its estimate of the TC becomes clearly positive; on independent codes it stays near 0.

@@ -50,6 +50,7 @@ def test_study_runs_resume_and_report(tmp_path, capsys):
         study.main([*args[:2], "16", *args[3:]])  # --steps 16 into the same folder
 
 
+@pytest.mark.slow
 def test_other_scoring_settings_rescore_a_finished_run_without_training_it_again(tmp_path):
     out = tmp_path / "study"
     args = [*TINY, "--models", "vae", "--seeds", "0", "--out", str(out)]
