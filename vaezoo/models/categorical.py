@@ -243,7 +243,7 @@ class CategoricalVAE(VAE):
 
     def _hard_samples(self, logits, num_samples, seed):
         """c ~ Cat(softmax(logits)) by Gumbel-max: one-hot z ``[K, B, d]`` and log q(c|x) ``[K, B]``."""
-        u = self.posterior_layer.draw_noise(num_samples, tf.shape(logits)[0], seed)
+        u = self.posterior_noise(num_samples, tf.shape(logits)[0], seed)  # by example, as under any replica split
         grouped = tf.reshape(logits, [-1, self.num_categorical, self.num_classes])
         gumbel = tf.reshape(-tf.math.log(-tf.math.log(u)), [num_samples, -1, self.num_categorical, self.num_classes])
         one_hot = tf.one_hot(tf.argmax(grouped[None] + gumbel, -1), self.num_classes)
