@@ -152,13 +152,16 @@ class VonMisesFisherPosterior(dl.Posterior):
         t = self.rejection_proposals
         return noise[..., :t], noise[..., t:2 * t], noise[..., 2 * t:]
 
-    def accepted(self, concentration, noise):
-        """The accepted proposal eps ``[K, B]`` and whether any of the proposals was accepted."""
+    def _accepts(self, concentration, noise):
+        """Wood's test for each proposal: ``[K, B, rejection_proposals]`` booleans, and the proposals eps."""
         eps, u, _ = self._split(noise)
         b, a, d = (c[..., None] for c in wood_constants(concentration[None], self.latent_dim))
-        denominator = 1.0 - (1.0 - b) * eps
-        t = 2.0 * a * b / denominator
-        accept = (self.latent_dim - 1.0) * tf.math.log(t) - t + d >= tf.math.log(u)
+        t = 2.0 * a * b / (1.0 - (1.0 - b) * eps)
+        return (self.latent_dim - 1.0) * tf.math.log(t) - t + d >= tf.math.log(u), eps
+
+    def accepted(self, concentration, noise):
+        """The accepted proposal eps ``[K, B]`` and whether any of the proposals was accepted."""
+        accept, eps = self._accepts(concentration, noise)
         first = tf.argmax(tf.cast(accept, tf.int32), axis=-1, output_type=tf.int32)
         found = tf.reduce_any(accept, axis=-1)
         index = tf.where(found, first, self.rejection_proposals - 1)
@@ -168,10 +171,8 @@ class VonMisesFisherPosterior(dl.Posterior):
     def acceptance_rate(self, concentration, num_samples: int = 1000, seed=(0, 0)):
         """The fraction of proposals Wood's test accepts at each kappa ``[B]`` (the sampler's efficiency)."""
         concentration = tf.convert_to_tensor(concentration, tf.float32)
-        eps, u, _ = self._split(self.draw_noise(num_samples, tf.shape(concentration)[0], tf.constant(seed)))
-        b, a, d = (c[..., None] for c in wood_constants(concentration[None], self.latent_dim))
-        t = 2.0 * a * b / (1.0 - (1.0 - b) * eps)
-        accept = (self.latent_dim - 1.0) * tf.math.log(t) - t + d >= tf.math.log(u)
+        noise = self.draw_noise(num_samples, tf.shape(concentration)[0], tf.constant(seed))
+        accept, _ = self._accepts(concentration, noise)
         return tf.reduce_mean(tf.cast(accept, tf.float32), axis=[0, 2])
 
     def _w(self, eps, concentration):
