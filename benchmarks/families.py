@@ -18,8 +18,9 @@ Groups:
 
 * ``mmd``: ``vae``, ``wae_mmd`` (lambda 10, imq), ``info_vae`` (alpha 0, lambda 1000, rbf); vaezoo's MLP
   784-512-256 (ReLU), 8 latents (WAE's MNIST setting), Adam 1e-3;
-* ``categorical``: ``categorical_vae`` (20 variables x 10 classes, tau 1 -> 0.5, relaxed KL) and ``vae`` with
-  20 Gaussian latents; Jang et al.'s 784-512-256 network, Adam 3e-4;
+* ``categorical``: ``categorical_vae`` (20 variables x 10 classes, tau 1 -> 0.5, closed-form KL),
+  ``categorical_vae_relaxed`` (the same with the relaxed Monte-Carlo KL) and ``vae`` with 20 Gaussian latents;
+  Jang et al.'s 784-512-256 network, Adam 3e-4;
 * ``sphere``: ``vae`` (N-VAE) and ``hyperspherical_vae`` (S-VAE) with d = 5, 10, 20 latents (z on S^(d-1) for
   the S-VAE); Davidson et al.'s 784-256-128 ReLU network, Adam 1e-3 (runs ``vae_d5``, ``hyperspherical_vae_d5``, ...).
 
@@ -56,7 +57,9 @@ NETWORK = dict(architecture="mlp", hidden_units=[512, 256], activation="relu", l
 #: group -> (learning rate, {run: settings}); a run is named after its model unless its settings name one
 GROUPS = {
     "mmd": (1e-3, {"vae": {"latent_dim": 8}, "wae_mmd": {"latent_dim": 8}, "info_vae": {"latent_dim": 8}}),
-    "categorical": (3e-4, {"categorical_vae": {}, "vae": {"latent_dim": 20}}),
+    "categorical": (3e-4, {"categorical_vae": {},
+                           "categorical_vae_relaxed": {"model": "categorical_vae", "kl_estimator": "relaxed"},
+                           "vae": {"latent_dim": 20}}),
     "sphere": (1e-3, {f"{model}_d{d}": {"model": model, "latent_dim": d, "hidden_units": [256, 128]}
                       for d in (5, 10, 20) for model in ("vae", "hyperspherical_vae")}),
 }

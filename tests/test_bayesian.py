@@ -204,8 +204,8 @@ def test_bayesian_vae_predictive_likelihood_integrates_the_weights():
 def test_bayesian_vae_needs_n_and_says_how_to_set_it():
     with pytest.raises(vaezoo.ConfigError, match="dataset_size.*dataset_size=N.*--set dataset_size=N"):
         vaezoo.get("bayesian_vae", dataset_size=None)
-    with pytest.raises(vaezoo.ConfigError, match="'architecture'.*one of mlp.*'conv'"):
-        vaezoo.get("bayesian_vae", architecture="conv")
+    with pytest.raises(vaezoo.ConfigError, match="'architecture'.*one of mlp, conv.*'resnet'"):
+        vaezoo.get("bayesian_vae", architecture="resnet")
     with pytest.raises(vaezoo.ConfigError, match="monte_carlo.*reparameterization"):
         vaezoo.get("bayesian_vae", weight_kl="monte_carlo", weight_estimator="flipout")
 
@@ -246,3 +246,98 @@ def test_exports_decode_with_the_posterior_mean_weights_and_the_seeded_signature
     saved = vaezoo.load_exported(vaezoo.export.saved_model(model, tmp_path / "sm"))
     out = saved.sample_weights(n=np.int32(3), seed=np.array([4, 5], np.int32))["images"]
     np.testing.assert_allclose(out, model.sample(3, seed=tf.constant([4, 5])), atol=1e-5)
+
+
+# ---- the convolutional layers ------------------------------------------------------------------
+
+CONVS = [(bayesian.BayesianConv2D, keras.layers.Conv2D), (bayesian.BayesianConv2DTranspose, keras.layers.Conv2DTranspose)]
+
+
+def _conv_pair(bayesian_cls, keras_cls, padding, scale=0.3):
+    layer = bayesian_cls(3, kernel_size=3, strides=2, padding=padding, posterior_init_scale=scale, seed=0)
+    reference = keras_cls(3, 3, strides=2, padding=padding)
+    layer.build((None, 6, 6, 2))
+    reference.build((None, 6, 6, 2))
+    layer.bias_loc.assign(np.random.default_rng(1).normal(size=3).astype("float32"))
+    return layer, reference
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("bayesian_cls,keras_cls", CONVS, ids=["conv", "transpose"])
+def test_conv_layers_are_keras_convolutions_under_the_mean_and_each_drawn_kernel(bayesian_cls, keras_cls, padding):
+    layer, reference = _conv_pair(bayesian_cls, keras_cls, padding)
+    x = np.random.default_rng(0).normal(size=(2, 4, 6, 6, 2)).astype("float32")  # 2 draws x 4 rows
+    reference.set_weights([layer.kernel_loc.numpy(), layer.bias_loc.numpy()])
+    mean = layer(x, mode="mean").numpy()
+    np.testing.assert_allclose(mean, reference(x.reshape(8, 6, 6, 2)).numpy().reshape(mean.shape), atol=1e-5)
+    noise = layer.draw_noise(2, 4, tf.constant([3, 4]), "sample")
+    drawn = layer(x, noise=noise, mode="sample").numpy()
+    kernel, bias = [q.loc + q.scale * zeta for q, zeta in zip(layer.posterior(), (noise["kernel"], noise["bias"]))]
+    for s in range(2):
+        reference.set_weights([kernel[s].numpy(), bias[s].numpy()])
+        np.testing.assert_allclose(drawn[s], reference(x[s]).numpy(), atol=1e-5)
+    assert not np.allclose(drawn[0], mean[0], atol=1e-2)
+
+
+@pytest.mark.parametrize("bayesian_cls,keras_cls", CONVS, ids=["conv", "transpose"])
+def test_conv_flipout_and_reparameterisation_match_the_exact_output_moments(bayesian_cls, keras_cls):
+    """Each output of a draw is Gaussian with mean conv(x, mu) + b and variance conv(x^2, sigma^2) + sigma_b^2
+    (independent weights): both samplers, over 1,000 draws, against that exact answer."""
+    layer, reference = _conv_pair(bayesian_cls, keras_cls, "same", scale=0.5)
+    x = np.random.default_rng(2).normal(size=(1, 1, 6, 6, 2)).astype("float32")
+    kernel_q, bias_q = layer.posterior()
+    reference.set_weights([kernel_q.loc.numpy(), bias_q.loc.numpy()])
+    exact_mean = reference(x[0]).numpy()[0]
+    reference.set_weights([kernel_q.scale.numpy() ** 2, bias_q.scale.numpy() ** 2])
+    exact_var = reference(x[0] ** 2).numpy()[0]
+    sampled = layer(np.repeat(x, 1000, 0), noise=layer.draw_noise(1000, 1, tf.constant([1, 1]), "sample"),
+                    mode="sample").numpy()[:, 0]
+    flip = tf.function(lambda s: layer(x, noise=layer.draw_noise(1, 1, s, "flipout"), mode="flipout")[0, 0])
+    flipped = np.stack([flip(tf.constant([7, s])).numpy() for s in range(1000)])
+    for draws in (sampled, flipped):
+        z = (draws.mean(0) - exact_mean) / np.sqrt(exact_var / 1000)
+        assert np.abs(z).max() < 4.5, np.abs(z).max()  # 108 outputs: a |z| > 4.5 has odds ~1e-3 under the law
+        np.testing.assert_allclose(draws.var(0), exact_var, rtol=0.25)  # 1,000 draws: variance's rel. s.e. 4.5%
+
+
+def test_conv_layer_kl_is_closed_form_and_layers_round_trip_their_config():
+    layer, _ = _conv_pair(bayesian.BayesianConv2DTranspose, keras.layers.Conv2DTranspose, "same", scale=0.2)
+    noise = layer.draw_noise(4000, 1, tf.constant([5, 6]), "sample")
+    monte_carlo = -layer.log_ratio(noise).numpy()
+    assert abs(monte_carlo.mean() - float(layer.kl_divergence())) < 4 * monte_carlo.std() / math.sqrt(4000)
+    decoder = bayesian.BayesianConvDecoder((8, 8, 1), hidden_units=(6,), conv_filters=(4, 5), seed=0,
+                                           posterior_init_scale=0.1)
+    decoder.build((None, 3))
+    for original in (layer, decoder):
+        clone = type(original).from_config(original.get_config())
+        clone.build((None, 3) if original is decoder else (None, 6, 6, 2))
+        clone.set_weights(original.get_weights())
+        assert clone.get_config() == original.get_config()
+    z = np.random.default_rng(0).normal(size=(2, 3, 3)).astype("float32")
+    np.testing.assert_allclose(clone.apply(z, mode="sample", seed=tf.constant([1, 2])),
+                               decoder.apply(z, mode="sample", seed=tf.constant([1, 2])), atol=1e-6)
+    assert decoder(z[0]).shape == (3, 8, 8, 1)
+    with pytest.raises(ValueError, match="Unknown padding 'full'; valid choices: same, valid"):
+        bayesian.BayesianConv2D(3, padding="full")
+    with pytest.raises(ValueError, match=r"divisible by 2 \*\* len\(conv_filters\) = 4.*\(6, 6, 1\)"):
+        bayesian.BayesianConvDecoder((6, 6, 1), conv_filters=(4, 4))
+
+
+def test_conv_bayesian_vae_trains_saves_and_exports_the_mean_decoder(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = vaezoo.get("bayesian_vae", architecture="conv", data_shape=[16, 16, 1], conv_filters=[4, 8],
+                       hidden_units=[16], latent_dim=3, dataset_size=64, seed=0, weight_posterior_init_scale=0.05)
+    assert isinstance(model.decoder, bayesian.BayesianConvDecoder)
+    x = (np.random.default_rng(0).random((16, 16, 16, 1)) > 0.5).astype("float32")
+    model.compile(keras.optimizers.Adam(1e-2))
+    history = model.fit(x, batch_size=8, epochs=3, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0] and "weight_kl" in history
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    z = np.random.default_rng(1).normal(size=(2, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.decode(z), model.decode(z), atol=1e-6)
+    np.testing.assert_allclose(loaded.decode(z, weights="sample", seed=3), model.decode(z, weights="sample", seed=3),
+                               atol=1e-6)
+    runner = Interpreter(str(vaezoo.export.tflite(model, tmp_path / "c.tflite"))).get_signature_runner("decode")
+    np.testing.assert_allclose(runner(z=z)["images"], model.decode(z), atol=1e-5)

@@ -90,7 +90,8 @@ class BayesianVAE(VAE):
         weight_estimator: ``"reparameterization"`` (one draw per batch) or ``"flipout"``.
         weight_kl: ``"analytic"`` (closed form) or ``"monte_carlo"`` (at the draw; reparameterization only).
         eval_weight_draws: weight draws per :meth:`log_weights` call (the z samples are split over them).
-        **kwargs: as :class:`vaezoo.VAE` (``architecture`` must be ``mlp``).
+        **kwargs: as :class:`vaezoo.VAE`; with ``architecture="conv"`` the decoder is
+            :class:`vaezoo.bayesian.BayesianConvDecoder` (transposed convolutions with random kernels).
     """
 
     metric_names = ("bound", "elbo", "reconstruction", "kl", "weight_kl")
@@ -108,7 +109,7 @@ class BayesianVAE(VAE):
         "weight_estimator": cfg.OneOf(WEIGHT_ESTIMATORS),
         "weight_kl": cfg.OneOf(WEIGHT_KL),
         "eval_weight_draws": cfg.AT_LEAST_1,
-        "architecture": cfg.OneOf(("mlp",)),
+        "architecture": cfg.OneOf(("mlp", "conv")),
     }
     def __init__(self, dataset_size: int | None = None, weight_prior_scale: float = 1.0,
                  learn_weight_prior_scale: bool = True, weight_posterior_init_scale: float = 1e-3,
@@ -132,6 +133,11 @@ class BayesianVAE(VAE):
         super().__init__(**kwargs)
 
     def make_decoder(self):
+        if self.architecture == "conv":
+            return bayesian.BayesianConvDecoder(
+                self.data_shape, self.hidden_units, self.conv_filters, activation=self.activation,
+                prior_scale=self.weight_prior_scale, learn_prior_scale=self.learn_weight_prior_scale,
+                posterior_init_scale=self.weight_posterior_init_scale, name="decoder")
         return bayesian.BayesianMLP(
             (*reversed(self.hidden_units), math.prod(self.data_shape)), activation=self.activation,
             prior_scale=self.weight_prior_scale, learn_prior_scale=self.learn_weight_prior_scale,
