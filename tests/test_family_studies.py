@@ -53,6 +53,9 @@ def test_family_groups_measure_reconstruction_mmd_and_likelihood(tmp_path, data_
         return
     if group == "categorical":
         assert "discrete_elbo" in rows["categorical_vae"]["test_metrics"] and rows["vae"]["config"]["latent_dim"] == 20
+        assert rows["categorical_vae"]["config"]["kl_estimator"] == "discrete"
+        assert rows["categorical_vae_relaxed"]["model"] == "categorical_vae"
+        assert rows["categorical_vae_relaxed"]["config"]["kl_estimator"] == "relaxed"
         assert "(discrete ELBO)" in (tmp_path / "summary.md").read_text()
         return
     assert rows["wae_mmd"]["config"]["mmd_weight"] == 10.0 and rows["info_vae"]["config"]["kernel"] == "rbf"
