@@ -133,15 +133,12 @@ class BayesianVAE(VAE):
         super().__init__(**kwargs)
 
     def make_decoder(self):
+        options = dict(activation=self.activation, prior_scale=self.weight_prior_scale,
+                       learn_prior_scale=self.learn_weight_prior_scale,
+                       posterior_init_scale=self.weight_posterior_init_scale, name="decoder")
         if self.architecture == "conv":
-            return bayesian.BayesianConvDecoder(
-                self.data_shape, self.hidden_units, self.conv_filters, activation=self.activation,
-                prior_scale=self.weight_prior_scale, learn_prior_scale=self.learn_weight_prior_scale,
-                posterior_init_scale=self.weight_posterior_init_scale, name="decoder")
-        return bayesian.BayesianMLP(
-            (*reversed(self.hidden_units), math.prod(self.data_shape)), activation=self.activation,
-            prior_scale=self.weight_prior_scale, learn_prior_scale=self.learn_weight_prior_scale,
-            posterior_init_scale=self.weight_posterior_init_scale, name="decoder")
+            return bayesian.BayesianConvDecoder(self.data_shape, self.hidden_units, self.conv_filters, **options)
+        return bayesian.BayesianMLP((*reversed(self.hidden_units), math.prod(self.data_shape)), **options)
 
     def build(self, input_shape=None):
         self.decoder.build((None, self.latent_dim))
