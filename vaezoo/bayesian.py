@@ -226,6 +226,9 @@ class BayesianDense(_BayesianLayer):
     def input_dim(self) -> int:
         return int(self.kernel_loc.shape[0])
 
+    def output_shape_for(self, shape):
+        return (*shape[:-1], self.units)
+
     def _apply_shared(self, h, kernel):
         flat = tf.matmul(tf.reshape(h, [-1, self.input_dim]), kernel)
         return tf.reshape(flat, tf.concat([tf.shape(h)[:-1], [self.units]], 0))
@@ -310,6 +313,9 @@ class BayesianConv2DTranspose(_BayesianConv):
     def output_size(self, size):
         return size * self.strides if self.padding == "same" else (size - 1) * self.strides + self.kernel_size
 
+    def output_shape_for(self, shape):
+        return (shape[0], self.output_size(shape[1]), self.output_size(shape[2]), self.filters)
+
     def _op(self, x, kernel):
         shape = tf.shape(x)
         out_shape = tf.stack([shape[0], self.output_size(shape[1]), self.output_size(shape[2]), self.filters])
@@ -322,6 +328,16 @@ class _BayesianStack(keras.layers.Layer):
 
     reshape_after: int | None = None
     reshape_to: tuple = ()
+
+    def __init__(self, activation: str = "relu", prior_scale: float = 1.0, learn_prior_scale: bool = True,
+                 posterior_init_scale: float = 1e-3, seed: int | None = None, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.activation = activation
+        self.prior_scale = float(prior_scale)
+        self.learn_prior_scale = bool(learn_prior_scale)
+        self.posterior_init_scale = float(posterior_init_scale)
+        self.seed = seed
 
     @property
     def stack(self) -> list:
@@ -365,13 +381,6 @@ class _BayesianStack(keras.layers.Layer):
         return dict(prior_scale=self.prior_scale, learn_prior_scale=self.learn_prior_scale,
                     posterior_init_scale=self.posterior_init_scale)
 
-    def _store(self, activation, prior_scale, learn_prior_scale, posterior_init_scale, seed):
-        self.activation = activation
-        self.prior_scale = float(prior_scale)
-        self.learn_prior_scale = bool(learn_prior_scale)
-        self.posterior_init_scale = float(posterior_init_scale)
-        self.seed = seed
-
     def _seed(self, i):
         return None if self.seed is None else self.seed + i
 
@@ -392,10 +401,8 @@ class BayesianMLP(_BayesianStack):
 
     def __init__(self, units, activation: str = "relu", prior_scale: float = 1.0, learn_prior_scale: bool = True,
                  posterior_init_scale: float = 1e-3, seed: int | None = None, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
+        super().__init__(activation, prior_scale, learn_prior_scale, posterior_init_scale, seed, **kwargs)
         self.units = tuple(int(u) for u in units)
-        self._store(activation, prior_scale, learn_prior_scale, posterior_init_scale, seed)
         self.dense_layers = [
             BayesianDense(u, activation if i < len(self.units) - 1 else None, **self._options(), seed=self._seed(i),
                           name=f"bayesian_dense_{i}")
@@ -433,12 +440,10 @@ class BayesianConvDecoder(_BayesianStack):
     def __init__(self, data_shape, hidden_units=(), conv_filters=(32, 64), activation: str = "relu",
                  prior_scale: float = 1.0, learn_prior_scale: bool = True, posterior_init_scale: float = 1e-3,
                  seed: int | None = None, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
+        super().__init__(activation, prior_scale, learn_prior_scale, posterior_init_scale, seed, **kwargs)
         self.data_shape = tuple(int(d) for d in data_shape)
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.conv_filters = tuple(int(f) for f in conv_filters)
-        self._store(activation, prior_scale, learn_prior_scale, posterior_init_scale, seed)
         factor = 2 ** len(self.conv_filters)
         if len(self.data_shape) != 3 or not self.conv_filters or self.data_shape[0] % factor or self.data_shape[1] % factor:
             raise ValueError(f"BayesianConvDecoder needs data_shape (H, W, C) with H and W divisible by "
@@ -464,10 +469,7 @@ class BayesianConvDecoder(_BayesianStack):
         shape = (None, int(input_shape[-1]))
         for i, layer in enumerate(self.stack):
             layer.build(shape)
-            if isinstance(layer, BayesianDense):
-                shape = (None, layer.units)
-            else:
-                shape = (None, layer.output_size(shape[1]), layer.output_size(shape[2]), layer.filters)
+            shape = layer.output_shape_for(shape)
             if i == self.reshape_after:
                 shape = (None, *self.reshape_to)
         self.built = True

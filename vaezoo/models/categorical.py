@@ -19,8 +19,8 @@ The KL term, in the two forms the papers use (``kl_estimator``):
 * ``"discrete"`` (Jang et al.): the KL between the *discrete* posterior Cat(softmax(l)) and the uniform
   prior, closed form: sum_n sum_k q_nk log q_nk + num_categorical log num_classes.
 
-The default is ``"discrete"``: at Jang et al.'s network and settings the relaxed form plateaus about 40 nats
-behind (measured in docs/results.md, and the same in a plain re-statement of Jang's notebook,
+The default is ``"discrete"``: at Jang et al.'s network and settings the relaxed form plateaus far behind
+(37 nats of test NLL, 53 of discrete ELBO, measured in docs/results.md, and the same in a plain re-statement of Jang's notebook,
 ``benchmarks/gumbel_reference.py``).
 
 Evaluation uses hard one-hot samples c ~ Cat(softmax(l)): ``discrete_elbo`` (one sample: log p(x|c) minus the
