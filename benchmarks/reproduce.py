@@ -20,6 +20,11 @@ importance samples on a subset of the test or validation images) and, when the b
     python benchmarks/reproduce.py --model vae --k 1 --dataset mnist --budget 400 --out runs/repro/vae_k1
     python benchmarks/reproduce.py --model iwae --k 5 --dataset binarized_mnist --budget 400 --out runs/repro/iwae_k5_bin
     python benchmarks/reproduce.py --speed --model iwae --k 5     # seconds per epoch, to size a budget
+    python benchmarks/reproduce.py --model vae --set posterior=iaf --set num_flows=2 --budget 200 --batch-size 100
+
+``--model`` takes any registered model with importance log-weights (``vae``, ``iwae``, ``miwae``, ``rws``,
+the two-layer models, ...) and ``--set KEY=VALUE`` (YAML values, repeatable) changes its config over the
+paper's architecture (a posterior, a prior, a bound's settings); the run's description records the settings.
 
 Reference: Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016 (Table 1 and
 appendix); Larochelle & Murray, AISTATS 2011 (the fixed binarization).
@@ -79,8 +84,21 @@ def load_images(dataset: str, split: str, data_dir, limit=None) -> np.ndarray:
     return np.concatenate([b.numpy() for b in ds])
 
 
+def settings(args) -> dict:
+    """The ``--set KEY=VALUE`` overrides, values parsed as YAML (``2``, ``[320, 320]``, ``iaf``)."""
+    import yaml
+
+    out = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def build(args) -> keras.Model:
-    return vaezoo.get(args.model, **ARCHITECTURE, num_samples=args.k, seed=args.seed)
+    return vaezoo.get(args.model, **{**ARCHITECTURE, **settings(args)}, num_samples=args.k, seed=args.seed)
 
 
 def compile_model(model, steps_per_epoch: int, args) -> None:
@@ -184,6 +202,12 @@ def run(args) -> dict | None:
                    "jit_compile": args.jit_compile, "architecture": ARCHITECTURE,
                    "paper_nll": PAPER[args.dataset].get((args.model, args.k)),
                    "title": f"{args.model} K={args.k}, {args.dataset}, budget {args.budget} epochs"}
+    if settings(args):  # only when given, so the folders of earlier runs still match their description
+        description["settings"] = settings(args)
+        description["title"] = (f"{args.model} K={args.k} ({', '.join(f'{k}={v}' for k, v in settings(args).items())}), "
+                                f"{args.dataset}, budget {args.budget} epochs")
+    if args.paper_nll is not None:
+        description["paper_nll"] = args.paper_nll
     with runs.open_run(out, description):
         if (out / RESULT_FILE).is_file():
             return json.loads((out / RESULT_FILE).read_text())
@@ -228,13 +252,18 @@ def speed(args) -> dict:
     start = time.perf_counter()
     model.fit(train, epochs=args.speed_epochs, verbose=0)
     seconds = (time.perf_counter() - start) / args.speed_epochs
-    return {"model": args.model, "k": args.k, "batch_size": args.batch_size, "dataset": args.dataset,
+    return {"model": args.model, "k": args.k, "settings": settings(args), "batch_size": args.batch_size,
+            "dataset": args.dataset,
             "seconds_per_epoch": round(seconds, 2), "epochs_per_hour": round(3600 / seconds, 1)}
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=["vae", "iwae"], default="vae")
+    p.add_argument("--model", default="vae", help="a registered model with importance log-weights")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config value over the paper's "
+                   "architecture (YAML; repeatable)")
+    p.add_argument("--paper-nll", type=float, help="the paper's converged NLL for the curve (default: Burda et al.'s "
+                   "for vae / iwae)")
     p.add_argument("--k", type=int, default=1, help="samples per example in the training bound")
     p.add_argument("--dataset", choices=["mnist", "binarized_mnist"], default="mnist")
     p.add_argument("--budget", type=int, default=PAPER_EPOCHS, help=f"epochs (the paper: {PAPER_EPOCHS})")

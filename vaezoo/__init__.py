@@ -19,11 +19,11 @@ from vaezoo.registry import (
     model_info,
     register_model,
 )
-from vaezoo import bayesian, bounds, callbacks, components, data, distribute, layers, models, training, vq  # noqa: F401  (importing models registers the built-ins)
+from vaezoo import bayesian, bounds, flows, callbacks, components, data, distribute, layers, models, training, vq  # noqa: F401  (importing models registers the built-ins)
 from vaezoo import export
 from vaezoo.export import load_exported
 from vaezoo.pretrained import list_pretrained, pretrained_info
-from vaezoo.models import DIPVAE, IWAE, VAE, BayesianVAE, CategoricalVAE, HypersphericalVAE, InfoVAE, WAEMMD, VQVAE, BaseVAE, BetaTCVAE, BetaVAE, FactorVAE
+from vaezoo.models import CIWAE, DIPVAE, IWAE, MIWAE, PIWAE, RWS, VAE, BayesianVAE, CategoricalVAE, HypersphericalVAE, InfoVAE, WAEMMD, VQVAE, BaseVAE, BetaTCVAE, BetaVAE, FactorVAE
 
 __version__ = "0.1.0"
 
@@ -42,6 +42,10 @@ __all__ = [
     "export",
     "InfoVAE",
     "IWAE",
+    "MIWAE",
+    "CIWAE",
+    "PIWAE",
+    "RWS",
     "VAE",
     "VQVAE",
     "WAEMMD",

@@ -130,23 +130,34 @@ def log_likelihood(
 def gradient_statistics(model, x, num_draws: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
     """Mean and variance, over ``num_draws`` seeds, of the training gradient of every trainable weight.
 
-    The gradient is that of ``objective + gradient_surrogate`` on the fixed batch ``x``, i.e. the
-    one ``fit`` would use (the score-function baseline is used but not updated). Compares gradient
-    estimators: their means must agree (both unbiased); their variances show which is noisier.
+    The gradient is the one ``fit`` would use on the fixed batch ``x``: that of ``objective +
+    gradient_surrogate`` for the main variables and that of ``auxiliary_loss`` for a family's auxiliary
+    variables (the inference network of DReG, PIWAE and RWS; a discriminator), the score-function
+    baseline used but not updated. Compares gradient estimators: their means must agree (both unbiased);
+    their variances show which is noisier.
 
     Returns:
-        ``{"mean": [P], "variance": [P]}`` over the P trainable scalars, flattened.
+        ``{"mean": [P], "variance": [P]}`` over the P trainable scalars (in ``model.trainable_variables``'
+        order), flattened.
     """
     x = model.check_inputs(x)
     variables = model.trainable_variables
+    auxiliary = {id(v) for v in model.auxiliary_variables()}
+    main = [v for v in variables if id(v) not in auxiliary]
+    aux = [v for v in variables if id(v) in auxiliary]
 
     @tf.function
     def one(seed_pair):
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(persistent=True) as tape:
             terms = model.compute_terms(x, training=False, seed=seed_pair)
             loss = model.objective(terms) + model.gradient_surrogate(terms, training=False)
-        grads = tape.gradient(loss, variables)
-        return tf.concat([tf.reshape(tf.zeros_like(v) if g is None else g, [-1]) for g, v in zip(grads, variables)], 0)
+            aux_loss = model.auxiliary_loss(terms) if aux else None
+        grads = dict(zip([id(v) for v in main], tape.gradient(loss, main)))
+        if aux:
+            grads.update(zip([id(v) for v in aux], tape.gradient(aux_loss, aux)))
+        del tape
+        return tf.concat([tf.reshape(tf.zeros_like(v) if grads[id(v)] is None else grads[id(v)], [-1])
+                          for v in variables], 0)
 
     draws = np.stack([one(tf.constant([seed, i], dtype=tf.int32)).numpy() for i in range(num_draws)])
     return {"mean": draws.mean(0), "variance": draws.var(0, ddof=1)}

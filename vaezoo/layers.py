@@ -366,6 +366,113 @@ class MixtureOfGaussiansPrior(Prior):
         return {**super().get_config(), "num_components": self.num_components, "seed": self.seed}
 
 
+@_register
+@register_prior("vamp")
+class VampPrior(Prior):
+    """The VampPrior: p(z) = (1/K) sum_k q(z | u_k), the model's own posterior at K learned pseudo-inputs
+    (Tomczak & Welling 2018, eq. 9).
+
+    The pseudo-inputs u_k have the data's shape and live in [0, 1] (the encoder's input range): with
+    ``pseudo_inputs="direct"`` u = hardtanh(W), W ``[K, *data_shape]`` learned directly and initialised
+    N(0.05, 0.01^2) (the paper's code for MNIST); with ``"network"`` u_k = hardtanh(g(e_k)), e_k the k-th one-hot
+    vector and g a small MLP (``pseudo_input_units`` hidden ReLU units), the paper's option of learning them
+    through a network. Real latents only (a posterior whose noise is standard normal ``[latent_dim]``). ``call`` returns the ``tfd.MixtureSameFamily`` of the components q(z|u_k); it needs the
+    model's encoder, which the model hands over with :meth:`bind` (a prior that depends on the encoder: the KL
+    with it is Monte-Carlo, and its gradient reaches the encoder through the components too).
+
+    Sampling: a uniform ``component_noise`` picks k by the inverse CDF, and the posterior's own reparameterisation
+    draws z ~ q(z|u_k) from ``noise``.
+
+    Args:
+        latent_dim: size of z.
+        data_shape: shape of one pseudo-input (the model's data shape).
+        num_components: K, the number of pseudo-inputs (the paper: 500 on MNIST).
+        pseudo_inputs: ``"direct"`` or ``"network"``.
+        seed: seed of the initialisers.
+
+    Reference: Tomczak & Welling, "VAE with a VampPrior", AISTATS 2018.
+    """
+
+    MODES = ("direct", "network")
+    #: Hidden units of the ``network`` pseudo-input generator.
+    pseudo_input_units = 256
+    config_keys = {"num_pseudo_inputs": ("num_components", cfg.AT_LEAST_1),
+                   "pseudo_inputs": ("pseudo_inputs", cfg.OneOf(MODES)),
+                   "data_shape": ("data_shape", cfg.AT_LEAST_1), "seed": ("seed", None)}
+
+    def __init__(self, latent_dim: int, data_shape=(28, 28, 1), num_components: int = 500,
+                 pseudo_inputs: str = "direct", seed: int | None = None, **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        if pseudo_inputs not in self.MODES:
+            raise cfg.ConfigError(f"pseudo_inputs must be one of {', '.join(self.MODES)}, got {pseudo_inputs!r}.")
+        self.data_shape = tuple(int(d) for d in data_shape)
+        self.num_components = int(num_components)
+        self.pseudo_inputs = pseudo_inputs
+        self.seed = seed
+        self.__dict__["_posterior_parameters"] = self.__dict__["_posterior_layer"] = None
+        if pseudo_inputs == "network":
+            size = int(math.prod(self.data_shape))
+            self.generator = keras.Sequential([
+                keras.layers.Dense(self.pseudo_input_units, activation="relu", name="hidden"),
+                keras.layers.Dense(size, name="pseudo_inputs",
+                                   bias_initializer=keras.initializers.Constant(0.05))], name="generator")
+
+    def bind(self, posterior_parameters, posterior_layer) -> None:
+        """Hand over the model's encoder: ``posterior_parameters(images)`` -> q's parameters, and the posterior
+        layer that turns them into q (a plain function and a layer the model owns: not tracked here)."""
+        self.__dict__["_posterior_parameters"] = posterior_parameters
+        self.__dict__["_posterior_layer"] = posterior_layer
+
+    def build(self, input_shape=None):
+        if self.pseudo_inputs == "direct":
+            self.pseudo_weights = self.add_weight(
+                name="pseudo_inputs", shape=(self.num_components, *self.data_shape),
+                initializer=keras.initializers.RandomNormal(0.05, 0.01, seed=self.seed))
+        else:
+            self.generator.build((None, self.num_components))
+        self.built = True
+
+    def pseudo_input_values(self) -> tf.Tensor:
+        """The K pseudo-inputs ``[K, *data_shape]``, in [0, 1]."""
+        if self.pseudo_inputs == "direct":
+            raw = self.pseudo_weights
+        else:
+            raw = tf.reshape(self.generator(tf.eye(self.num_components)), (self.num_components, *self.data_shape))
+        return tf.clip_by_value(raw, 0.0, 1.0)  # hardtanh(0, 1)
+
+    def component_parameters(self) -> tuple:
+        if self.__dict__.get("_posterior_parameters") is None:
+            raise RuntimeError("The vamp prior is a function of the model's encoder: build it through a model "
+                               "(vaezoo.get(..., prior='vamp')), which binds it.")
+        return self.__dict__["_posterior_parameters"](self.pseudo_input_values())
+
+    def call(self, inputs=None):
+        components = self.__dict__["_posterior_layer"].distribution(*self.component_parameters())
+        return tfd.MixtureSameFamily(tfd.Categorical(logits=tf.zeros([self.num_components])), components)
+
+    def noise_shapes(self):
+        """The posterior's standard normal ``noise`` [latent_dim] and a uniform ``component_noise`` []."""
+        return {"noise": (self.latent_dim,), "component_noise": ()}
+
+    def draw_noise(self, n, seed=None):
+        out = super().draw_noise(n, seed)
+        shape = tf.reshape(tf.convert_to_tensor(n, tf.int32), [1])
+        out["component_noise"] = (tf.random.uniform(shape) if seed is None
+                                  else tf.random.stateless_uniform(shape, tf.reverse(seed, [0])))
+        return out
+
+    def from_noise(self, noise, component_noise):
+        noise = tf.convert_to_tensor(noise, tf.float32)
+        n = tf.shape(noise)[0]
+        k = categorical_from_uniform(tf.zeros([n, self.num_components]), component_noise)
+        params = tuple(tf.gather(p, k) for p in self.component_parameters())
+        return self.__dict__["_posterior_layer"].sample_and_log_prob(params, noise[None])[0][0]
+
+    def get_config(self):
+        return {**super().get_config(), "data_shape": list(self.data_shape), "num_components": self.num_components,
+                "pseudo_inputs": self.pseudo_inputs, "seed": self.seed}
+
+
 # --------------------------------------------------------------------------------------------
 # Likelihoods
 # --------------------------------------------------------------------------------------------

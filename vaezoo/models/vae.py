@@ -36,6 +36,7 @@ import tensorflow as tf
 from vaezoo import bounds, components
 from vaezoo import config as cfg
 from vaezoo import distribute
+from vaezoo import flows  # noqa: F401  (registers the flow posteriors and prior before the schema below reads them)
 from vaezoo import layers as dl
 from vaezoo import networks
 from vaezoo.models.base import BaseVAE
@@ -74,10 +75,16 @@ class VAE(BaseVAE):
         likelihood: one of :data:`vaezoo.layers.LIKELIHOODS`.
         likelihood_scale: sigma of the ``gaussian`` likelihood (fixed) or the initial sigma of
             ``gaussian_learned_scale``.
-        posterior: one of :data:`vaezoo.layers.POSTERIORS` (``gaussian``: diagonal Gaussian).
-        prior: one of :data:`vaezoo.layers.PRIORS`; it must live where the posterior does
-            (``support``).
+        posterior: one of :data:`vaezoo.layers.POSTERIORS` (``gaussian``: diagonal Gaussian; ``planar``,
+            ``radial``, ``iaf``: normalizing flows, :mod:`vaezoo.flows`).
+        prior: one of :data:`vaezoo.layers.PRIORS` (``normal``, ``learned_normal``, ``mixture``, ``vamp``: the
+            VampPrior, ``flow``: a MAF); it must live where the posterior does (``support``).
         prior_components: mixture components of the ``mixture`` prior.
+        num_flows: flow steps of a flow posterior.
+        flow_hidden_units: hidden widths of each MADE of the ``iaf`` posterior and the ``flow`` prior.
+        prior_flows: MAF steps of the ``flow`` prior.
+        num_pseudo_inputs: pseudo-inputs of the ``vamp`` prior.
+        pseudo_inputs: ``"direct"`` or ``"network"``, how the ``vamp`` prior learns its pseudo-inputs.
         num_samples: K, posterior samples per example in the training bound.
         gradient_estimator: ``"reparameterization"`` or ``"score_function"``.
         seed: sampling seed (see :class:`BaseVAE`).
@@ -118,6 +125,11 @@ class VAE(BaseVAE):
         num_samples: int = 1,
         gradient_estimator: str = "reparameterization",
         posterior: str = "gaussian",
+        num_flows: int = 4,
+        flow_hidden_units: tuple[int, ...] = (320, 320),
+        prior_flows: int = 2,
+        num_pseudo_inputs: int = 500,
+        pseudo_inputs: str = "direct",
         seed: int | None = None,
         **kwargs,
     ):
@@ -135,6 +147,11 @@ class VAE(BaseVAE):
         self.num_samples = int(num_samples)
         self.gradient_estimator = gradient_estimator
         self.posterior = posterior
+        self.num_flows = int(num_flows)
+        self.flow_hidden_units = tuple(int(u) for u in flow_hidden_units)
+        self.prior_flows = int(prior_flows)
+        self.num_pseudo_inputs = int(num_pseudo_inputs)
+        self.pseudo_inputs = pseudo_inputs
         self.fuse_steps = architecture == "mlp"  # see BaseVAE.fuse_steps
 
         self.encoder = networks.build_encoder(
@@ -145,6 +162,8 @@ class VAE(BaseVAE):
         self.posterior_layer = dl.POSTERIORS.build(posterior, options, latent_dim=self.latent_dim, name="posterior")
         self.prior_layer = dl.PRIORS.build(prior, options, latent_dim=self.latent_dim, name="prior")
         self.likelihood_layer = dl.LIKELIHOODS.build(likelihood, options, name="likelihood")
+        if hasattr(self.prior_layer, "bind"):  # a prior made of the model's own posterior (the VampPrior)
+            self.prior_layer.bind(self._unchecked_posterior_parameters, self.posterior_layer)
         if self.posterior_layer.support != self.prior_layer.support:
             same = [n for n, k in dl.PRIORS.items() if k.support == self.posterior_layer.support]
             raise cfg.ConfigError(
@@ -164,7 +183,10 @@ class VAE(BaseVAE):
 
     def component_options(self) -> dict:
         """The config values the posterior, prior and likelihood layers may read (their ``config_keys``)."""
-        return {"prior_components": self.prior_components, "seed": self.seed, "likelihood_scale": self.likelihood_scale}
+        return {"prior_components": self.prior_components, "seed": self.seed, "likelihood_scale": self.likelihood_scale,
+                "num_flows": self.num_flows, "flow_hidden_units": self.flow_hidden_units, "prior_flows": self.prior_flows,
+                "num_pseudo_inputs": self.num_pseudo_inputs, "pseudo_inputs": self.pseudo_inputs,
+                "data_shape": self.data_shape}
 
     def build(self, input_shape=None):
         # Built explicitly so a model whose call() never ran still has (and saves) all weights.
@@ -183,6 +205,10 @@ class VAE(BaseVAE):
     def posterior_parameters(self, x, training=False) -> tuple:
         """The parameters of q(z|x), named by ``posterior_layer.parameter_names`` (what :meth:`encode` returns)."""
         return self.posterior_layer.parameters(self.encoder(self.check_inputs(x), training=training))
+
+    def _unchecked_posterior_parameters(self, x, training=False):
+        # The model's own inputs (a VampPrior's pseudo-inputs), already of the data's shape and range.
+        return self.posterior_layer.parameters(self.encoder(x, training=training))
 
     def prior_distribution(self):
         """p(z)."""
@@ -263,8 +289,8 @@ class VAE(BaseVAE):
 
     def compute_terms(self, x, training=False, seed=None, condition=None):
         x = self.check_inputs(x)
-        q, params, z, log_px, log_pz, log_qz, correction = self._draw(x, self.num_samples, training=training,
-                                                                      seed=seed)
+        q, params, z, log_px, log_pz, log_qz, correction = self._draw(x, self.samples_per_example(),
+                                                                      training=training, seed=seed)
         kl = dl.analytic_kl(q, self.prior_distribution())
         # Per-sample KL terms: the Monte-Carlo KL where there is no closed form (zeros otherwise).
         kl_samples = tf.zeros_like(log_qz) if kl is not None else log_qz - log_pz
@@ -286,6 +312,10 @@ class VAE(BaseVAE):
         # q's parameters, [B, ...] each: posterior_mean, posterior_log_variance for the Gaussian.
         terms.update({f"posterior_{n}": p for n, p in zip(self.posterior_layer.parameter_names, params)})
         return terms
+
+    def samples_per_example(self) -> int:
+        """How many z ~ q(z|x) the training bound draws per example (``num_samples``; MIWAE draws M x K)."""
+        return self.num_samples
 
     def kl_coefficient(self):
         """Weight of the KL in the objective (the warm-up weight; beta-VAE multiplies by beta)."""
@@ -477,6 +507,11 @@ class BetaVAE(VAE):
 # Registered names. Each takes its defaults from zoo_configs/<name>.yaml.
 register_model(VAE, name="vae")
 register_model(VAE, name="vae_conv")
+register_model(VAE, name="vae_iaf")
+register_model(VAE, name="vae_planar")
+register_model(VAE, name="vae_radial")
+register_model(VAE, name="vae_vamp")
+register_model(VAE, name="vae_flow_prior")
 register_model(BetaVAE, name="beta_vae")
 register_model(BetaVAE, name="beta_vae_conv")
 register_model(BetaVAE, name="beta_vae_conv64")  # 64x64 sprites, disentanglement_lib's architecture
