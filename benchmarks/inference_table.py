@@ -4,7 +4,9 @@ estimators, each at one equal budget beside the VAE and the IWAE, on Burda et al
 Every row is a run of the reproduction harness (``benchmarks/reproduce.py``: 784-200-200-50 tanh MLPs,
 Bernoulli likelihood, Adam epsilon 1e-4 with Burda et al.'s stage schedule squeezed into the budget, dynamically
 binarized MNIST, test NLL from 5000 importance samples on all 10,000 test images binarized once with seed 12345),
-with the row's posterior, prior or bound set over that architecture (``--set``). Only the inference changes
+with the row's posterior, prior or bound set over that architecture (``--set``); the two-layer rows use Burda et
+al.'s two-layer architecture (x -> 200-200 -> z1 (100) -> 100-100 -> z2 (50), tanh), and the ladder row the same
+networks with top-down inference and a KL warm-up over the first 10% of the steps (18,000 at 300 epochs). Only the inference changes
 between rows: the same networks, data, batch (100), budget (``--budget`` epochs) and seed.
 
 The runs go one after another (one heavy job at a time), each a crash-safe run folder: rerun the same command
@@ -42,21 +44,26 @@ ROWS = {
     "vae_vamp": ("vae", 1, {"prior": "vamp", "num_pseudo_inputs": 500}, 85.57,
                  "Tomczak & Welling 2018, T2 (static MNIST, 1 layer; their standard prior: 88.56)"),
     "vae_iaf": ("vae", 1, {"posterior": "iaf", "num_flows": 2, "flow_hidden_units": [320, 320]}, None,
-                "Kingma et al. 2016 report a conv ResNet VAE (79.88 with IAF), not this MLP"),
+                "Kingma et al. 2016, Table 2: a conv ResNet VAE, not this MLP"),
     "iwae_dreg_k5": ("iwae", 5, {"gradient_estimator": "dreg"}, None,
                      "Tucker et al. 2019 report training curves (DReG above IWAE), no table at K=5"),
     "vae_planar": ("vae", 1, {"posterior": "planar", "num_flows": 10}, None,
-                   "Rezende & Mohamed 2015, T2: <= 89.9 with K=10 (static MNIST, maxout MLP)"),
+                   "Rezende & Mohamed 2015, Table 2: static MNIST, a maxout MLP, not this network"),
     "vae_radial": ("vae", 1, {"posterior": "radial", "num_flows": 10}, None,
                    "Rezende & Mohamed 2015 show radial flows on toy densities only"),
     "vae_flow_prior": ("vae", 1, {"prior": "flow", "prior_flows": 2, "flow_hidden_units": [320, 320]}, None,
                        "no MNIST VAE figure with a MAF prior in the papers"),
-    "rws_k5": ("rws", 5, {}, None, "Bornschein & Bengio 2015, T1: 85.48 (SBN, K=5, a different model)"),
+    "rws_k5": ("rws", 5, {}, None, "Bornschein & Bengio 2015: sigmoid belief networks, not this model"),
     "rws_dreg_k5": ("rws", 5, {"gradient_estimator": "dreg"}, None, "Tucker et al. 2019 (curves only)"),
     "iwae_k8": ("iwae", 8, {}, None, "the IWAE of the same total samples as the rows below"),
     "miwae_m2_k4": ("miwae", 4, {"num_groups": 2}, 85.09, "pythae's benchmark (its own budget and sizes)"),
     "ciwae_k8": ("ciwae", 8, {"beta": 0.5}, 84.74, "pythae's benchmark"),
     "piwae_m2_k4": ("piwae", 4, {"num_groups": 2}, 84.58, "pythae's benchmark"),
+    "vae_2layer": ("vae_2layer", 1, {}, 85.33, "Burda et al. 2016, T1 (VAE, 2 layers)"),
+    "iwae_2layer_k5": ("iwae_2layer", 5, {}, 83.89, "Burda et al. 2016, T1 (IWAE K=5, 2 layers)"),
+    "ladder_2layer": ("ladder_vae", 1, {"latent_dims": [100, 50], "hidden_units": [[200, 200], [100, 100]],
+                                        "activation": "tanh", "warmup_steps": 18000}, None,
+                      "Sonderby et al. 2016, Table 1: 5 layers with batch norm, not this network"),
 }
 
 

@@ -23,7 +23,7 @@ from vaezoo import bayesian, bounds, flows, callbacks, components, data, distrib
 from vaezoo import export
 from vaezoo.export import load_exported
 from vaezoo.pretrained import list_pretrained, pretrained_info
-from vaezoo.models import CIWAE, DIPVAE, IWAE, MIWAE, PIWAE, RWS, VAE, BayesianVAE, CategoricalVAE, HypersphericalVAE, InfoVAE, WAEMMD, VQVAE, BaseVAE, BetaTCVAE, BetaVAE, FactorVAE
+from vaezoo.models import CIWAE, DIPVAE, HierarchicalVAE, IWAE, MIWAE, PIWAE, RWS, VAE, BayesianVAE, CategoricalVAE, HypersphericalVAE, InfoVAE, WAEMMD, VQVAE, BaseVAE, BetaTCVAE, BetaVAE, FactorVAE
 
 __version__ = "0.1.0"
 
@@ -46,6 +46,7 @@ __all__ = [
     "CIWAE",
     "PIWAE",
     "RWS",
+    "HierarchicalVAE",
     "VAE",
     "VQVAE",
     "WAEMMD",
