@@ -272,6 +272,22 @@ class Prior(keras.layers.Layer):
 _Prior = Prior  # the earlier private name
 
 
+class _MixturePrior(Prior):
+    """A mixture prior's sampling noise: standard normal ``noise`` [latent_dim] for the component's
+    reparameterisation and a uniform ``component_noise`` [] that picks the component by the inverse CDF of the
+    mixture weights (:func:`categorical_from_uniform`)."""
+
+    def noise_shapes(self):
+        return {"noise": (self.latent_dim,), "component_noise": ()}
+
+    def draw_noise(self, n, seed=None):
+        out = super().draw_noise(n, seed)
+        shape = tf.reshape(tf.convert_to_tensor(n, tf.int32), [1])
+        out["component_noise"] = (tf.random.uniform(shape) if seed is None
+                                  else tf.random.stateless_uniform(shape, tf.reverse(seed, [0])))
+        return out
+
+
 @_register
 @register_prior("normal")
 class StandardNormalPrior(Prior):
@@ -304,7 +320,7 @@ class LearnedGaussianPrior(Prior):
 
 @_register
 @register_prior("mixture")
-class MixtureOfGaussiansPrior(Prior):
+class MixtureOfGaussiansPrior(_MixturePrior):
     """p(z) = sum_k pi_k N(z; m_k, diag(s_k^2)), all parameters learnable.
 
     Has no closed-form KL with a Gaussian posterior; :func:`kl_divergence` falls back to the
@@ -345,18 +361,6 @@ class MixtureOfGaussiansPrior(Prior):
     def _scales(self):
         return tf.nn.softplus(self.raw_scales) + 1e-5
 
-    def noise_shapes(self):
-        """Standard normal ``noise`` [latent_dim] and a uniform ``component_noise`` [] that picks the
-        component by the inverse CDF of the mixture weights."""
-        return {"noise": (self.latent_dim,), "component_noise": ()}
-
-    def draw_noise(self, n, seed=None):
-        out = super().draw_noise(n, seed)
-        shape = tf.reshape(tf.convert_to_tensor(n, tf.int32), [1])
-        out["component_noise"] = (tf.random.uniform(shape) if seed is None
-                                  else tf.random.stateless_uniform(shape, tf.reverse(seed, [0])))
-        return out
-
     def from_noise(self, noise, component_noise):
         k = categorical_from_uniform(tf.broadcast_to(self.logits, [tf.shape(noise)[0], self.num_components]),
                                      component_noise)
@@ -368,7 +372,7 @@ class MixtureOfGaussiansPrior(Prior):
 
 @_register
 @register_prior("vamp")
-class VampPrior(Prior):
+class VampPrior(_MixturePrior):
     """The VampPrior: p(z) = (1/K) sum_k q(z | u_k), the model's own posterior at K learned pseudo-inputs
     (Tomczak & Welling 2018, eq. 9).
 
@@ -449,17 +453,6 @@ class VampPrior(Prior):
     def call(self, inputs=None):
         components = self.__dict__["_posterior_layer"].distribution(*self.component_parameters())
         return tfd.MixtureSameFamily(tfd.Categorical(logits=tf.zeros([self.num_components])), components)
-
-    def noise_shapes(self):
-        """The posterior's standard normal ``noise`` [latent_dim] and a uniform ``component_noise`` []."""
-        return {"noise": (self.latent_dim,), "component_noise": ()}
-
-    def draw_noise(self, n, seed=None):
-        out = super().draw_noise(n, seed)
-        shape = tf.reshape(tf.convert_to_tensor(n, tf.int32), [1])
-        out["component_noise"] = (tf.random.uniform(shape) if seed is None
-                                  else tf.random.stateless_uniform(shape, tf.reverse(seed, [0])))
-        return out
 
     def from_noise(self, noise, component_noise):
         noise = tf.convert_to_tensor(noise, tf.float32)
