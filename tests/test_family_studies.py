@@ -1,5 +1,6 @@
-"""The studies of the new families on a tiny budget (benchmarks/full_vb.py, benchmarks/families.py):
-they run, record what they measured, resume from their results, and report the table."""
+"""The studies of the new families on a tiny budget (benchmarks/full_vb.py, benchmarks/families.py,
+benchmarks/inference_table.py, benchmarks/sampling_speed.py): they run, record what they measured, resume from
+their results, and report the table."""
 
 import json
 import sys
@@ -10,6 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import full_vb  # noqa: E402
 import families  # noqa: E402
+import inference_table  # noqa: E402
+import sampling_speed  # noqa: E402
 
 
 def test_full_vb_study_runs_both_models_and_reports(tmp_path, data_dir, capsys):
@@ -62,3 +65,30 @@ def test_family_groups_measure_reconstruction_mmd_and_likelihood(tmp_path, data_
     assert "| wae_mmd |" in (tmp_path / "summary.md").read_text()
     with pytest.raises(SystemExit):
         families.main([*args[:-4], "--steps", "20", "--out", str(tmp_path), "--data-dir", str(data_dir)])
+
+
+def test_inference_table_trains_its_rows_with_their_settings_and_reports(tmp_path, data_dir, capsys):
+    args = ["--runs", "vae", "vae_iaf", "iwae_2layer_k5", "--budget", "1", "--limit", "100", "--eval-samples", "3",
+            "--out", str(tmp_path / "runs"), "--data-dir", str(data_dir)]
+    assert inference_table.main(args) == 0
+    iaf = json.loads((tmp_path / "runs" / "vae_iaf" / "result.json").read_text())
+    assert iaf["settings"]["posterior"] == "iaf" and iaf["architecture"]["latent_dim"] == 50  # Burda's network
+    two = json.loads((tmp_path / "runs" / "iwae_2layer_k5" / "result.json").read_text())
+    assert two["model"] == "iwae_2layer" and two["k"] == 5 and two["paper_nll"] == 83.89
+    assert "latent_dim" not in two["architecture"]  # its own two-layer architecture
+    capsys.readouterr()
+    assert inference_table.main([*args, "--report", "--docs", str(tmp_path / "docs")]) == 0
+    table = (tmp_path / "docs" / "table.md").read_text()
+    vae = json.loads((tmp_path / "runs" / "vae" / "result.json").read_text())["test_nll"]
+    assert f"{iaf['test_nll']:.2f}" in table and f"{iaf['test_nll'] - vae:+.2f}" in table
+    assert (tmp_path / "docs" / "vae_iaf" / "curve.png").is_file()
+    summary = json.loads((tmp_path / "docs" / "summary.json").read_text())
+    assert [r["run"] for r in summary["rows"]] == ["vae", "vae_iaf", "iwae_2layer_k5"]
+
+
+def test_sampling_speed_measures_keras_and_tflite(capsys):
+    assert sampling_speed.main(["--n", "4", "--repeats", "1", "--models", "vae_flow_prior", "vae_2layer"]) == 0
+    out = capsys.readouterr().out
+    assert "| vae_flow_prior |" in out and "| vae_2layer |" in out
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert all(r["keras_samples_per_second"] > 0 and r["tflite_bytes"] > 0 for r in rows)
