@@ -211,6 +211,12 @@ def test_the_vamp_prior_is_the_mixture_of_the_posteriors_at_the_pseudo_inputs():
     prior = model.prior_distribution()
     assert isinstance(prior, tfp.distributions.MixtureSameFamily)
     np.testing.assert_allclose(prior.log_prob(z.astype("float32")).numpy(), expected, atol=1e-4)
+    # The model's matmul form (no [..., K, d] tensor) is the same, also for samples far from and near the means.
+    np.testing.assert_allclose(model.prior_layer.log_prob(z.astype("float32")).numpy(), expected, atol=1e-4)
+    near = (mean[1] + 1e-3 * np.random.default_rng(5).normal(size=(7, 3))).astype("float32")
+    np.testing.assert_allclose(model.prior_layer.log_prob(near).numpy(), prior.log_prob(near).numpy(), atol=1e-4)
+    batched = np.random.default_rng(6).normal(size=(2, 5, 3)).astype("float32")  # [K, B, d] as the bounds pass it
+    np.testing.assert_allclose(model.prior_layer.log_prob(batched).numpy(), prior.log_prob(batched).numpy(), atol=1e-4)
     # Sampling: the component is the inverse CDF of the uniform weights, z = mu_k + sigma_k * noise.
     noise = np.random.default_rng(3).normal(size=(4, 3)).astype("float32")
     pick = np.array([0.1, 0.3, 0.6, 0.9], "float32")

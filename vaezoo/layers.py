@@ -265,6 +265,11 @@ class Prior(keras.layers.Layer):
         """z ``[n, latent_dim]`` from standard normal ``noise`` (reparameterisation)."""
         raise NotImplementedError
 
+    def log_prob(self, z) -> tf.Tensor:
+        """log p(z) of samples ``[..., latent_dim]``: ``[...]`` (the distribution's; a prior may compute it
+        more cheaply)."""
+        return self().log_prob(z)
+
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim}
 
@@ -453,6 +458,23 @@ class VampPrior(_MixturePrior):
     def call(self, inputs=None):
         components = self.__dict__["_posterior_layer"].distribution(*self.component_parameters())
         return tfd.MixtureSameFamily(tfd.Categorical(logits=tf.zeros([self.num_components])), components)
+
+    def log_prob(self, z):
+        """log (1/K) sum_k q(z | u_k). For the diagonal Gaussian posterior, the squared distances come from two
+        matrix products in float64 (sum_d z_d^2 / s_kd^2 - 2 z_d m_kd / s_kd^2 + m_kd^2 / s_kd^2: no
+        ``[..., K, latent_dim]`` tensor, which at 5000 importance samples would take gigabytes; float64 so the
+        expansion loses nothing to cancellation); the mixture's own ``log_prob`` otherwise."""
+        if self.__dict__["_posterior_layer"].parameter_names != ("mean", "log_variance"):
+            return super().log_prob(z)
+        mean, log_var = (tf.cast(t, tf.float64) for t in self.component_parameters())
+        z = tf.cast(z, tf.float64)
+        precision = tf.exp(-log_var)  # [K, d]
+        squared = (tf.einsum("...d,kd->...k", tf.square(z), precision)
+                   - 2.0 * tf.einsum("...d,kd->...k", z, mean * precision)
+                   + tf.reduce_sum(tf.square(mean) * precision, -1))
+        log_components = -0.5 * (squared + tf.reduce_sum(log_var, -1) + self.latent_dim * math.log(2 * math.pi))
+        mixture = tf.reduce_logsumexp(log_components, -1) - math.log(self.num_components)
+        return tf.cast(mixture, tf.float32)
 
     def from_noise(self, noise, component_noise):
         noise = tf.convert_to_tensor(noise, tf.float32)

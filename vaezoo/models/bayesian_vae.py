@@ -208,7 +208,7 @@ class BayesianVAE(VAE):
         decoder_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         log_px = self.likelihood_layer(self.decoder_parameters(z, seed=decoder_seed, weights=weights,
                                                                num_draws=draws)).log_prob(x)
-        return log_px + self.prior_distribution().log_prob(z) - log_qz
+        return log_px + self.prior_log_prob(z) - log_qz
 
     # ---- public API --------------------------------------------------------------------------------
 

@@ -260,7 +260,7 @@ class VAE(BaseVAE):
 
     def prior_log_prob(self, z):
         """log p(z) of samples ``[K, B, latent_dim]``: ``[K, B]``."""
-        return self.prior_distribution().log_prob(z)
+        return self.prior_layer.log_prob(z)
 
     def posterior_sample(self, params, num_samples: int, batch_size, seed=None):
         """z ``[K, B, latent_dim]`` ~ q(z|x) (reparameterised) and log q(z|x) ``[K, B]`` from q's parameters.
