@@ -45,6 +45,11 @@ ROWS = {
                  "Tomczak & Welling 2018, T2 (static MNIST, 1 layer; their standard prior: 88.56)"),
     "vae_iaf": ("vae", 1, {"posterior": "iaf", "num_flows": 2, "flow_hidden_units": [320, 320]}, None,
                 "Kingma et al. 2016, Table 2: a conv ResNet VAE, not this MLP"),
+    "vae_2layer": ("vae_2layer", 1, {}, 85.33, "Burda et al. 2016, T1 (VAE, 2 layers)"),
+    "iwae_2layer_k5": ("iwae_2layer", 5, {}, 83.89, "Burda et al. 2016, T1 (IWAE K=5, 2 layers)"),
+    "ladder_2layer": ("ladder_vae", 1, {"latent_dims": [100, 50], "hidden_units": [[200, 200], [100, 100]],
+                                        "activation": "tanh", "warmup_steps": 18000}, None,
+                      "Sonderby et al. 2016, Table 1: 5 layers with batch norm, not this network"),
     "iwae_dreg_k5": ("iwae", 5, {"gradient_estimator": "dreg"}, None,
                      "Tucker et al. 2019 report training curves (DReG above IWAE), no table at K=5"),
     "vae_planar": ("vae", 1, {"posterior": "planar", "num_flows": 10}, None,
@@ -59,11 +64,6 @@ ROWS = {
     "miwae_m2_k4": ("miwae", 4, {"num_groups": 2}, 85.09, "pythae's benchmark (its own budget and sizes)"),
     "ciwae_k8": ("ciwae", 8, {"beta": 0.5}, 84.74, "pythae's benchmark"),
     "piwae_m2_k4": ("piwae", 4, {"num_groups": 2}, 84.58, "pythae's benchmark"),
-    "vae_2layer": ("vae_2layer", 1, {}, 85.33, "Burda et al. 2016, T1 (VAE, 2 layers)"),
-    "iwae_2layer_k5": ("iwae_2layer", 5, {}, 83.89, "Burda et al. 2016, T1 (IWAE K=5, 2 layers)"),
-    "ladder_2layer": ("ladder_vae", 1, {"latent_dims": [100, 50], "hidden_units": [[200, 200], [100, 100]],
-                                        "activation": "tanh", "warmup_steps": 18000}, None,
-                      "Sonderby et al. 2016, Table 1: 5 layers with batch norm, not this network"),
 }
 
 
