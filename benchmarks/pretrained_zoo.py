@@ -111,9 +111,11 @@ def add_run(args) -> None:
                 "early_stopping": "best validation NLL" if fixed else None, "model_epoch": result["model_epoch"]}
     dataset = ("binarized MNIST (Larochelle & Murray's fixed binarization; 50k train)" if fixed
                else "MNIST, dynamically binarized (a fresh Bernoulli draw each epoch)")
+    settings = description.get("settings", {})  # a posterior, prior or bound set over the architecture
     command = (f"python benchmarks/reproduce.py --model {description['model']} --k {description['k']} --dataset "
-               f"{description['dataset']} --budget {description['budget']} --batch-size {description['batch_size']}")
-    config = {k: v for k, v in reproduce.ARCHITECTURE.items()}
+               f"{description['dataset']} --budget {description['budget']} --batch-size {description['batch_size']}"
+               + "".join(f" --set {k}={shlex.quote(json.dumps(v))}" for k, v in settings.items()))
+    config = {**reproduce.architecture(description["model"]), **settings}
     config.update(num_samples=description["k"], seed=description["seed"])
     entry = pretrained.add(model, args.tag, config=config, dataset=dataset, schedule=schedule,
                            epochs=description["budget"], metric=metric, check=check, folder=args.zoo,

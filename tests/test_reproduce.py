@@ -99,3 +99,22 @@ def test_pretrained_zoo_ships_a_vq_vae_with_its_prior(tmp_path, data_dir, capsys
         assert cli.main(["sample", "vq_vae", "--pretrained", "--out", str(out), "--data-dir", str(data_dir)]) == 0
         assert out.stat().st_size > 1000
         assert "codes drawn from the prior pixelcnn_prior.mnist" in capsys.readouterr().out
+
+
+def test_a_run_with_settings_records_them_and_enters_the_zoo_with_them(tmp_path, data_dir):
+    out = tmp_path / "vamp"
+    argv = ["--model", "vae", "--dataset", "mnist", "--budget", "1", "--data-dir", str(data_dir), "--out", str(out),
+            "--set", "prior=vamp", "--set", "num_pseudo_inputs=7", *TINY]
+    result = reproduce.run(reproduce.parser().parse_args(argv))
+    assert result["settings"] == {"prior": "vamp", "num_pseudo_inputs": 7} and "prior=vamp" in result["title"]
+    zoo = tmp_path / "zoo"
+    pretrained_zoo.main(["--zoo", str(zoo), "--data-dir", str(data_dir), "add-run", str(out), "--tag", "tiny"])
+    entry = pretrained.manifest(zoo)["vae.tiny"]
+    assert entry.config["prior"] == "vamp" and entry.config["num_pseudo_inputs"] == 7
+    assert "--set prior=" in entry.command
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(pretrained.PRETRAINED_DIR_ENV, str(zoo))
+        model = vaezoo.get("vae.tiny", pretrained=True)
+        assert model.prior == "vamp" and model.prior_layer.num_components == 7
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        reproduce.settings(reproduce.parser().parse_args(["--set", "prior"]))
