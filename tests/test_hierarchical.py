@@ -123,3 +123,34 @@ def test_warm_up_steps_schedule_the_kl_weight_inside_the_step():
     x = (np.random.default_rng(0).uniform(size=(8, 28, 28, 1)) > 0.5).astype("float32")
     model.fit(x, batch_size=8, epochs=5, verbose=0)
     np.testing.assert_allclose(float(model.kl_weight), 0.4, atol=1e-6)  # step 4 of 10 (set before each step)
+
+
+def test_ladder_with_a_vamp_prior_mixes_the_top_posteriors_and_exports(tmp_path):
+    model = vaezoo.get("ladder_vae", latent_dims=[6, 3], hidden_units=[[16], [8]], prior="vamp", num_pseudo_inputs=5,
+                       seed=0)
+    pseudo = model.prior_layer.pseudo_input_values()
+    mean, log_var = (t.numpy().astype("float64") for t in model._bottom_up_estimates(pseudo)[-1])
+    z = np.random.default_rng(1).normal(size=(4, 3))
+    sd = np.exp(0.5 * log_var)
+    log_components = (-0.5 * ((z[:, None] - mean[None]) / sd[None]) ** 2 - np.log(sd[None])
+                      - 0.5 * np.log(2 * np.pi)).sum(-1)
+    expected = np.logaddexp.reduce(log_components, axis=1) - np.log(5)
+    np.testing.assert_allclose(model.prior_layer.log_prob(z.astype("float32")), expected, atol=1e-4)
+    # The top layer's prior term in the bound is that mixture at the sampled z_L.
+    x = (np.random.default_rng(0).uniform(size=(4, 28, 28, 1)) > 0.5).astype("float32")
+    log_px, log_p, log_q, zs, _ = model.layer_log_probs(x, 2, seed=tf.constant([1, 2]))
+    np.testing.assert_allclose(log_p[-1], model.prior_layer.log_prob(zs[-1]), rtol=1e-6)
+    # TFLite: the ancestral sampler from noise, the component picked by the uniform noise.
+    from ai_edge_litert.interpreter import Interpreter
+    from vaezoo import export
+    path = export.tflite(model, tmp_path / "m.tflite", signatures=["sample_from_noise"])
+    runner = Interpreter(model_path=str(path)).get_signature_runner("sample_from_noise")
+    rng = np.random.default_rng(2)
+    noise = {"noise": rng.normal(size=(3, 3)), "component_noise": rng.uniform(size=3), "noise_1": rng.normal(size=(3, 6))}
+    noise = {k: v.astype("float32") for k, v in noise.items()}
+    np.testing.assert_allclose(runner(**noise)["images"], model.sample_from_noise(**noise), atol=1e-5)
+
+
+def test_the_vamp_prior_needs_top_down_inference():
+    with pytest.raises(vaezoo.ConfigError, match="inference='top_down'"):
+        vaezoo.get("vae_2layer", prior="vamp")

@@ -20,6 +20,10 @@ Two inference models (``inference``):
 
   so that inference shares the generative model's top-down path (the small-scale ancestor of NVAE).
 
+The top prior p(z_L) is N(0, I) or, with top-down inference (where q(z_L|x) = N(mu-hat_L(x), sigma-hat_L^2(x)) is in
+closed form), the VampPrior (``prior: vamp``, Tomczak & Welling 2018): (1/K) sum_k q(z_L | u_k) at K learned
+pseudo-inputs, the hierarchical VampPrior of their section 3.2 with the ladder's inference.
+
 Either way the importance log-weights are log w = log p(x|z_1) + sum_l log p(z_l|z_{l+1}) - sum_l log q(z_l|.),
 so the ELBO, the IWAE bound (``bound: iwae``) and the importance-sampled NLL (:mod:`vaezoo.evaluate`) come from
 :mod:`vaezoo.bounds` unchanged. The KL warm-up weight multiplies every layer's log p - log q; each layer's
@@ -98,6 +102,9 @@ class HierarchicalVAE(BaseVAE):
         inference: ``"bottom_up"`` or ``"top_down"`` (ladder).
         bound: ``"elbo"`` or ``"iwae"`` (the training objective).
         num_samples: K, samples per example in the bound.
+        prior: ``"normal"`` or ``"vamp"`` (the top layer's prior; ``vamp`` needs ``inference: top_down``).
+        num_pseudo_inputs: pseudo-inputs of the ``vamp`` prior.
+        pseudo_inputs: ``"direct"`` or ``"network"`` (see :class:`vaezoo.layers.VampPrior`).
         warmup_steps: KL warm-up (Sonderby et al. 2016): the weight of every layer's log p - log q rises linearly
             from 0 to 1 over this many optimizer steps, inside the train step (0: off; the same schedule as
             :class:`vaezoo.callbacks.KLWarmup`, which may also be used).
@@ -116,6 +123,9 @@ class HierarchicalVAE(BaseVAE):
         "bound": cfg.OneOf(BOUNDS),
         "num_samples": cfg.AT_LEAST_1,
         "warmup_steps": cfg.NON_NEGATIVE,
+        "prior": cfg.OneOf(("normal", "vamp")),
+        "num_pseudo_inputs": cfg.AT_LEAST_1,
+        "pseudo_inputs": cfg.OneOf(dl.VampPrior.MODES),
     }
     fuse_steps = True
 
@@ -123,7 +133,8 @@ class HierarchicalVAE(BaseVAE):
                  hidden_units: tuple[list[int], ...] = ([200, 200], [100, 100]),
                  activation: str = "tanh", likelihood: str = "bernoulli", likelihood_scale: float = 1.0,
                  inference: str = "bottom_up", bound: str = "elbo", num_samples: int = 1, warmup_steps: int = 0,
-                 seed=None, **kwargs):
+                 prior: str = "normal", num_pseudo_inputs: int = 500, pseudo_inputs: str = "direct", seed=None,
+                 **kwargs):
         self.latent_dims = tuple(int(d) for d in latent_dims)
         hidden = [tuple(int(u) for u in layer) for layer in hidden_units]
         if len(hidden) != len(self.latent_dims) or any(u < 1 for layer in hidden for u in layer):
@@ -144,6 +155,13 @@ class HierarchicalVAE(BaseVAE):
         self.warmup_steps = int(warmup_steps)
         if self.warmup_steps:
             self.kl_warmup_steps.assign(float(self.warmup_steps))
+        self.prior = prior
+        self.num_pseudo_inputs = int(num_pseudo_inputs)
+        self.pseudo_inputs = pseudo_inputs
+        if prior == "vamp" and inference != "top_down":
+            raise cfg.ConfigError(
+                "prior 'vamp' is a mixture of q(z_L | pseudo-input), which only top-down inference has in closed form: "
+                f"set inference='top_down' (ladder_vae), or prior='normal' (got inference={inference!r}).")
         self.latent_dim = self.latent_dims[-1]
         self.parameter_names = ("mean", "log_variance", *[f"{n}_{l}" for l in range(1, layers_ + 1)
                                                           for n in ("mean", "log_variance")])
@@ -160,6 +178,14 @@ class HierarchicalVAE(BaseVAE):
              keras.layers.Dense(math.prod(self.data_shape)), keras.layers.Reshape(self.data_shape)], name="decoder")
         self.likelihood_layer = dl.LIKELIHOODS.build(likelihood, {"likelihood_scale": self.likelihood_scale},
                                                      name="likelihood")
+        if prior == "vamp":
+            self.prior_layer = dl.VampPrior(d[-1], data_shape=self.data_shape, num_components=self.num_pseudo_inputs,
+                                            pseudo_inputs=pseudo_inputs, seed=seed, name="prior")
+            # q(z_L | u) from the deterministic pass; the Gaussian layer only lends its distribution methods.
+            self.prior_layer.bind(lambda u: self._bottom_up_estimates(u)[-1],
+                                  dl.DiagonalGaussianPosterior(d[-1], name="top_posterior"))
+        else:
+            self.prior_layer = dl.StandardNormalPrior(d[-1], name="prior")
         self.build((None, *self.data_shape))
 
     def build(self, input_shape=None):
@@ -176,6 +202,7 @@ class HierarchicalVAE(BaseVAE):
             self.down_heads[l].build((None, self.hidden_units[l + 1][0] if self.hidden_units[l + 1] else d[l + 1]))
         self.decoder.build((None, d[0]))
         self.likelihood_layer.build(self.decoder.output_shape)
+        self.prior_layer.build()
         self.built = True
 
     # ---- the layers' distributions -------------------------------------------------------------
@@ -256,7 +283,7 @@ class HierarchicalVAE(BaseVAE):
         log_p = []
         for l in range(layers_):
             if l == layers_ - 1:
-                log_p.append(tfd.Independent(tfd.Normal(tf.zeros_like(z[l]), 1.0), 1).log_prob(z[l]))
+                log_p.append(self.prior_layer.log_prob(z[l]))
             else:
                 log_p.append(_gaussian(*self.conditional_prior(l + 1, z[l + 1])).log_prob(z[l]))
         log_px = self.likelihood_distribution(z[0]).log_prob(x)
@@ -329,23 +356,37 @@ class HierarchicalVAE(BaseVAE):
         _, params = self._infer(x)
         return self.likelihood_distribution(params[0][0][0]).mean()
 
+    def _lower(self):
+        return [f"noise_{l + 1}" for l in range(len(self.latent_dims) - 1)]
+
     def noise_shapes(self):
-        """The noise of an ancestral sample: ``noise`` [d_L] for the top, ``noise_l`` [d_l] for l < L."""
-        return {"noise": (self.latent_dim,), **{f"noise_{l + 1}": (d,) for l, d in enumerate(self.latent_dims[:-1])}}
+        """The noise of an ancestral sample: the top prior's (``noise`` [d_L], and ``component_noise`` [] for the
+        VampPrior), then ``noise_l`` [d_l] for l < L."""
+        return {**self.prior_layer.noise_shapes(), **{k: (d,) for k, d in zip(self._lower(), self.latent_dims)}}
+
+    def draw_noise(self, n, seed=None) -> dict:
+        """Noise for ``n`` ancestral samples (stateless from ``seed``, else from TF's global generator)."""
+        out = self.prior_layer.draw_noise(n, None if seed is None else tf.random.experimental.stateless_fold_in(seed, 0))
+        for i, (key, d) in enumerate(zip(self._lower(), self.latent_dims)):
+            shape = tf.stack([tf.convert_to_tensor(n, tf.int32), d])
+            out[key] = (tf.random.normal(shape) if seed is None
+                        else tf.random.stateless_normal(shape, tf.random.experimental.stateless_fold_in(seed, i + 1)))
+        return out
+
+    def _ancestral(self, noise):
+        top = self.prior_layer.from_noise(**{k: noise[k] for k in self.prior_layer.noise_shapes()})
+        lower = [tf.convert_to_tensor(noise[k], tf.float32) for k in self._lower()]
+        return top, self.likelihood_distribution(self.descend(top, lower))
 
     def sample_from_noise(self, **noise):
-        """E[x|z_1] of the ancestral sample z_L = ``noise``, z_l = mu_l + sigma_l ``noise_l``."""
-        lower = [tf.convert_to_tensor(noise[f"noise_{l + 1}"], tf.float32) for l in range(len(self.latent_dims) - 1)]
-        return self.likelihood_distribution(self.descend(noise["noise"], lower)).mean()
+        """E[x|z_1] of the ancestral sample: z_L from the top prior's noise, z_l = mu_l + sigma_l ``noise_l``."""
+        return self._ancestral(noise)[1].mean()
 
     def sample(self, n: int, seed=None, mean: bool = True):
         """``n`` ancestral samples: E[x|z_1] (``mean=True``) or x ~ p(x|z_1)."""
         n = self.check_count(n)
         seed = self.next_seed(seed)
-        noise = {k: tf.random.stateless_normal([n, *shape], tf.random.experimental.stateless_fold_in(seed, i))
-                 for i, (k, shape) in enumerate(self.noise_shapes().items())}
-        lower = [noise[f"noise_{l + 1}"] for l in range(len(self.latent_dims) - 1)]
-        px = self.likelihood_distribution(self.descend(noise["noise"], lower))
+        px = self._ancestral(self.draw_noise(n, seed))[1]
         return px.mean() if mean else px.sample(seed=tf.reverse(seed, [0]))
 
     def elbo(self, x, seed=None):
@@ -359,12 +400,9 @@ class HierarchicalVAE(BaseVAE):
         images = {"images": tf.TensorSpec([None, *self.data_shape], f32)}
         noise = {k: tf.TensorSpec([None, *shape], f32) for k, shape in self.noise_shapes().items()}
 
-        def draw(n):
-            shapes = self.noise_shapes()
-            return {k: tf.random.normal(tf.stack([n, *shape])) for k, shape in shapes.items()}
-
         def generated(noise):
-            return {"images": self.sample_from_noise(**noise), "z": tf.convert_to_tensor(noise["noise"])}
+            top, px = self._ancestral(noise)
+            return {"images": px.mean(), "z": top}
 
         def bound(images, seed):
             terms = self.compute_terms(images, training=False, seed=seed)
@@ -374,7 +412,7 @@ class HierarchicalVAE(BaseVAE):
             "serving_default": (lambda images: {"reconstruction": self.reconstruct(images)}, images),
             "encode": (lambda images: dict(zip(self.parameter_names, self.encode(images))), images),
             "decode": (lambda z: {"images": self.decode(z)}, {"z": tf.TensorSpec([None, self.latent_dim], f32)}),
-            "sample": (lambda n: generated(draw(n)), {"n": tf.TensorSpec([], tf.int32)}),
+            "sample": (lambda n: generated(self.draw_noise(n)), {"n": tf.TensorSpec([], tf.int32)}),
             "sample_from_noise": (lambda **kw: generated(kw), noise),
             "elbo": (bound, {**images, "seed": tf.TensorSpec([2], tf.int32)}),
         }
