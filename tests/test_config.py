@@ -141,3 +141,21 @@ def test_malformed_yaml_file_names_file_and_line(tmp_path):
                                        ("mlp", "mlp"), ("true", True), ("16", 16)])
 def test_cli_values_parse_as_a_person_means_them(raw, value):
     assert config.parse_value(raw) == value
+
+
+def test_a_checkout_on_pythonpath_reads_its_own_configs(tmp_path):
+    """A long job runs from a clone through PYTHONPATH while an editable install points at another checkout:
+    the clone's zoo_configs/ must be the one read (not the editable install's vaezoo.zoo_configs)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO / "vaezoo", clone / "vaezoo", ignore=shutil.ignore_patterns("__pycache__", "weights"))
+    shutil.copytree(REPO / "zoo_configs", clone / "zoo_configs", ignore=shutil.ignore_patterns("__pycache__"))
+    code = "import vaezoo.config as c; print(c.builtin_config_path('vae'))"
+    env = {**os.environ, "PYTHONPATH": str(clone)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == str(clone / "zoo_configs" / "vae.yaml")

@@ -301,13 +301,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def builtin_config_path(name: str) -> Path | None:
     """Path of ``zoo_configs/<name>.yaml`` shipped with vaezoo, or None if there is none.
 
-    An installed vaezoo has the configs as the package ``vaezoo.zoo_configs``; a source checkout
-    imported without installing has them in ``zoo_configs/`` beside ``vaezoo/``.
+    A source checkout has them in ``zoo_configs/`` beside ``vaezoo/``, which wins: a clone imported through
+    ``PYTHONPATH`` reads its own configs, even where an editable install of another checkout maps the package
+    ``vaezoo.zoo_configs`` to that checkout's folder. An installed vaezoo has them as ``vaezoo.zoo_configs``.
     """
-    try:
-        folder = resources.files("vaezoo.zoo_configs")
-    except ModuleNotFoundError:
-        folder = Path(__file__).resolve().parents[1] / "zoo_configs"
+    folder = Path(__file__).resolve().parents[1] / "zoo_configs"
+    if not (folder / "__init__.py").is_file():
+        try:
+            folder = resources.files("vaezoo.zoo_configs")
+        except ModuleNotFoundError:
+            return None
     resource = folder.joinpath(f"{name}.yaml")
     if resource.is_file():
         return Path(str(resource))
