@@ -140,7 +140,7 @@ def report(args) -> dict:
         diff = "-" if vae is None or r["run"] == "vae" else f"{r['test_nll'] - vae:+.2f}"
         lines.append(f"| {r['run']} | `{r['model']}` K={r['k']}{' (' + setting + ')' if setting else ''} | "
                      f"{r['test_nll']:.2f} +- {r['test_nll_se']:.2f} | {r['paper'] if r['paper'] else '-'} "
-                     f"({r['paper_source']}) | {vae if vae is not None else '-'} | {diff} | "
+                     f"({r['paper_source']}) | {f'{vae:.2f}' if vae is not None else '-'} | {diff} | "
                      f"[curve]({r['run']}/curve.png), [result]({r['run']}/result.json) |")
     table = "\n".join(lines)
     (docs / "table.md").write_text(table + "\n")
