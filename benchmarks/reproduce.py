@@ -25,6 +25,8 @@ importance samples on a subset of the test or validation images) and, when the b
 ``--model`` takes any registered model with importance log-weights (``vae``, ``iwae``, ``miwae``, ``rws``,
 the two-layer models, ...) and ``--set KEY=VALUE`` (YAML values, repeatable) changes its config over the
 paper's architecture (a posterior, a prior, a bound's settings); the run's description records the settings.
+``--kl-warmup STEPS`` anneals the KL weight from 0 to 1 over the first STEPS steps (for the families whose papers
+train that way).
 
 Reference: Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016 (Table 1 and
 appendix); Larochelle & Murray, AISTATS 2011 (the fixed binarization).
@@ -217,6 +219,8 @@ def run(args) -> dict | None:
                                 f"{args.dataset}, budget {args.budget} epochs")
     if args.paper_nll is not None:
         description["paper_nll"] = args.paper_nll
+    if args.kl_warmup:  # only when given, as the settings
+        description["kl_warmup_steps"] = args.kl_warmup
     with runs.open_run(out, description):
         if (out / RESULT_FILE).is_file():
             return json.loads((out / RESULT_FILE).read_text())
@@ -233,7 +237,8 @@ def run(args) -> dict | None:
         limit = TimeLimit(args.time_limit)
         start = time.monotonic()
         model.fit(train, epochs=args.budget, verbose=args.verbose,
-                  callbacks=[*training.standard_callbacks(out, run_info=description), curve, limit])
+                  callbacks=[*training.standard_callbacks(out, run_info=description), curve, limit,
+                             *([vaezoo.callbacks.KLWarmup(args.kl_warmup)] if args.kl_warmup else [])])
         state = runs.read_state(out)
         if state["epochs_done"] < args.budget:
             return None  # stopped by --time-limit: rerun the same command to go on
@@ -271,6 +276,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="vae", help="a registered model with importance log-weights")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config value over the paper's "
                    "architecture (YAML; repeatable)")
+    p.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS", help="anneal the KL weight from 0 to 1 over "
+                   "this many steps (vaezoo.callbacks.KLWarmup; the VampPrior and ladder papers' warm-up)")
     p.add_argument("--paper-nll", type=float, help="the paper's converged NLL for the curve (default: Burda et al.'s "
                    "for vae / iwae)")
     p.add_argument("--k", type=int, default=1, help="samples per example in the training bound")

@@ -68,7 +68,7 @@ def test_family_groups_measure_reconstruction_mmd_and_likelihood(tmp_path, data_
 
 
 def test_inference_table_trains_its_rows_with_their_settings_and_reports(tmp_path, data_dir, capsys):
-    args = ["--runs", "vae", "vae_iaf", "iwae_2layer_k5", "--budget", "1", "--limit", "100", "--eval-samples", "3",
+    args = ["--runs", "vae", "vae_warmup", "vae_iaf", "iwae_2layer_k5", "--budget", "1", "--limit", "100", "--eval-samples", "3",
             "--out", str(tmp_path / "runs"), "--data-dir", str(data_dir)]
     assert inference_table.main(args) == 0
     iaf = json.loads((tmp_path / "runs" / "vae_iaf" / "result.json").read_text())
@@ -76,6 +76,9 @@ def test_inference_table_trains_its_rows_with_their_settings_and_reports(tmp_pat
     two = json.loads((tmp_path / "runs" / "iwae_2layer_k5" / "result.json").read_text())
     assert two["model"] == "iwae_2layer" and two["k"] == 5 and two["paper_nll"] == 83.89
     assert "latent_dim" not in two["architecture"]  # its own two-layer architecture
+    warm = json.loads((tmp_path / "runs" / "vae_warmup" / "description.json").read_text())
+    assert warm["kl_warmup_steps"] == 1  # 10% of the one step of 100 images, at least one step
+    assert "kl_warmup_steps" not in iaf
     capsys.readouterr()
     assert inference_table.main([*args, "--report", "--docs", str(tmp_path / "docs")]) == 0
     table = (tmp_path / "docs" / "table.md").read_text()
@@ -83,7 +86,7 @@ def test_inference_table_trains_its_rows_with_their_settings_and_reports(tmp_pat
     assert f"{iaf['test_nll']:.2f}" in table and f"{iaf['test_nll'] - vae:+.2f}" in table
     assert (tmp_path / "docs" / "vae_iaf" / "curve.png").is_file()
     summary = json.loads((tmp_path / "docs" / "summary.json").read_text())
-    assert [r["run"] for r in summary["rows"]] == ["vae", "vae_iaf", "iwae_2layer_k5"]
+    assert [r["run"] for r in summary["rows"]] == ["vae", "vae_warmup", "vae_iaf", "iwae_2layer_k5"]
 
 
 def test_sampling_speed_measures_keras_and_tflite(capsys):
