@@ -50,7 +50,7 @@ def measure(name: str, n: int, repeats: int) -> dict:
         path = export.tflite(model, Path(folder) / "m.tflite", signatures=["sample_from_noise"])
         size = path.stat().st_size
         runner = Interpreter(model_path=str(path)).get_signature_runner("sample_from_noise")
-        shapes = (model.prior_layer.noise_shapes() if hasattr(model, "prior_layer") else model.noise_shapes())
+        shapes = model.noise_shapes() if hasattr(model, "noise_shapes") else model.prior_layer.noise_shapes()
         rng = np.random.default_rng(0)
         noise = {k: (rng.uniform(size=(n, *s)) if "component" in k else rng.normal(size=(n, *s))).astype("float32")
                  for k, s in shapes.items()}
@@ -65,11 +65,9 @@ def measure(name: str, n: int, repeats: int) -> dict:
 
 
 def _sample(model, n, seed):
-    if hasattr(model, "prior_layer"):
-        z = model.prior_layer.from_noise(**model.prior_layer.draw_noise(n, seed))
-        return model.decode(z)
-    noise = {k: tf.random.stateless_normal([n, *s], seed) for k, s in model.noise_shapes().items()}
-    return model.sample_from_noise(**noise)
+    if hasattr(model, "draw_noise"):  # several stochastic layers: noise for each
+        return model.sample_from_noise(**model.draw_noise(n, seed))
+    return model.decode(model.prior_layer.from_noise(**model.prior_layer.draw_noise(n, seed)))
 
 
 def main(argv=None) -> int:
