@@ -50,7 +50,6 @@ References:
 
 from __future__ import annotations
 
-import math
 
 import keras
 import numpy as np
