@@ -50,7 +50,6 @@ References:
 
 from __future__ import annotations
 
-
 import keras
 import numpy as np
 import tensorflow as tf
