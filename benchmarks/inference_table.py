@@ -127,15 +127,19 @@ def report(args) -> dict:
     rows = []
     for name, (model, k, settings, paper, source) in ROWS.items():
         folder = Path(args.out) / name
+        target = docs / name
         if not (folder / "result.json").is_file():
-            continue
+            # A row finished in an earlier session keeps its published records: runs do not outlive a machine.
+            if not (target / "result.json").is_file():
+                continue
+            folder = target
         result = json.loads((folder / "result.json").read_text())
         curve = json.loads((folder / "curve.json").read_text())
-        target = docs / name
-        target.mkdir(exist_ok=True)
-        for file in ("result.json", "description.json", "curve.json", "curve.png", "history.csv"):
-            if (folder / file).is_file():
-                shutil.copy(folder / file, target / file)
+        if folder != target:
+            target.mkdir(exist_ok=True)
+            for file in ("result.json", "description.json", "curve.json", "curve.png", "history.csv"):
+                if (folder / file).is_file():
+                    shutil.copy(folder / file, target / file)
         rows.append({"run": name, "model": model, "k": k, "settings": settings, "paper": paper, "paper_source": source,
                      "test_nll": result["test_nll"], "test_nll_se": result["test_nll_se"],
                      "train_seconds": result["last_session_train_seconds"], "eval_seconds": result["eval_seconds"],
