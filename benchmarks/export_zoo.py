@@ -72,7 +72,7 @@ def main() -> None:
     for name, entry in manifest["models"].items():
         saved = vaezoo.load_exported(zoo / name / "1")
         rng = np.random.default_rng(0)
-        spec = {**entry["data"], "limit": 64, "batch_size": 64}  # the first 64 test images of its data set
+        spec = {**entry["data"], "limit": 64, "batch_size": 64}  # a fixed random 64 test images of its data set
         images = next(iter(data.load(spec.pop("name"), spec.pop("split"), data_dir=args.data_dir, shuffle=False,
                                      **spec))).numpy()
         inputs = _inputs(saved, images, 64, rng)

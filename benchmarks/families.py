@@ -131,7 +131,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--block", type=int, default=600, help="steps per 'epoch' (checkpoint unit)")
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--limit", type=int, help="train on the first N images only (tests)")
+    p.add_argument("--limit", type=int, help="train on a fixed random subset of N images (tests)")
     p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--eval-examples", type=int, default=None)
     p.add_argument("--out", default="runs/families")

@@ -2,7 +2,7 @@
 
 Trains ``vae`` (a point estimate of the decoder's weights) and ``bayesian_vae`` (a factorised Gaussian
 q(theta) over them, a learned N(0, alpha^2) hyperprior per layer; Kingma & Welling 2014, appendix F)
-with the same networks on the first N images of MNIST's training set, N in {1,000, 10,000, 60,000},
+with the same networks on a fixed random N images of MNIST's training set, N in {1,000, 10,000, 60,000},
 for the same number of optimizer steps, and measures each on the whole test set:
 
 * the test NLL, importance-sampled (``--eval-samples`` samples per image; for ``bayesian_vae`` every

@@ -171,7 +171,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--curve-every", type=int, default=10)
     p.add_argument("--eval-samples", type=int, default=5000)
-    p.add_argument("--limit", type=int, help="train and evaluate on the first N images only (tests)")
+    p.add_argument("--limit", type=int, help="train and evaluate on a fixed random subset of N images (tests)")
     p.add_argument("--out", default="runs/inference")
     p.add_argument("--docs", default="docs/inference")
     p.add_argument("--data-dir", default=os.environ.get("VAEZOO_DATA_DIR", "../shared/data"))

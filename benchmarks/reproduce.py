@@ -288,7 +288,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jit-compile", default="auto", type=lambda v: {"true": True, "false": False}.get(v, v))
     p.add_argument("--out", help="run folder (rerun the same command to resume)")
     p.add_argument("--data-dir", default=os.environ.get(data.DATA_DIR_ENV, "../shared/data"))
-    p.add_argument("--limit", type=int, help="train on the first N images only (tests)")
+    p.add_argument("--limit", type=int, help="train on a fixed random subset of N images (tests)")
     p.add_argument("--curve-every", type=int, default=10, help="epochs between points of the curve")
     p.add_argument("--curve-samples", type=int, default=100, help="importance samples per image on the curve")
     p.add_argument("--curve-examples", type=int, default=2000, help="images scored on the curve")

@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="evaluate this trained model (.keras) instead of training one")
     parser.add_argument("--prior-checkpoint", help="with --checkpoint: evaluate this trained prior")
     parser.add_argument("--pretrained", action="store_true", help="evaluate the shipped weights and their prior")
-    parser.add_argument("--limit", type=int, help="train on the first N training images only (smoke runs)")
+    parser.add_argument("--limit", type=int, help="train on a fixed random subset of N training images (smoke runs)")
     parser.add_argument("--samples", metavar="PNG", help="write 64 images decoded from the prior's codes here")
     args = parser.parse_args()
     overrides = dict(vaezoo.config.parse_assignment(a) for a in args.set)

@@ -88,3 +88,21 @@ def assert_nested_equal(a, b, **kwargs):
     tf.nest.assert_same_structure(a, b)
     for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
         np.testing.assert_array_equal(x, y, **kwargs)
+
+
+def rgb_image_folder(root: Path, n: int = 24, size: int = 64, seed: int = 0) -> Path:
+    """A user's image folder, generated: PNGs of red discs in ``red/`` and blue ones in ``blue/`` (two classes)
+    on a noisy background, ``size`` x ``size`` RGB."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        colour = ("red", "blue")[i % 2]
+        cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < rng.integers(size // 8, size // 3) ** 2
+        image = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+        image[disc] = (220, 30, 30) if colour == "red" else (30, 30, 220)
+        (root / colour).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / colour / f"{i:03d}.png")
+    return root

@@ -82,7 +82,7 @@ def test_list_and_config(capsys):
     (["train", "beta_vea"], "Did you mean 'beta_vae'"),
     (["train", "vae", "--set", "latnt_dim=3"], "Unknown config key 'latnt_dim'"),
     (["train", "vae", "--set", "latent_dim=abc"], "must be int"),
-    (["train", "vae", "--dataset", "cifar"], "Unknown dataset 'cifar'"),
+    (["train", "vae", "--dataset", "cifar"], "Config key 'dataset' of model 'vae' must be mnist, binarized_mnist"),
     (["evaluate", "vae", "--checkpoint", "/no/such.keras", "--dataset", "sprites"], "does not exist"),
     (["train", "vae", "--data-dir", "/no/such/dir"], "/no/such/dir/train-images-idx3-ubyte.gz"),
 ])

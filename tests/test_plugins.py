@@ -116,13 +116,31 @@ def test_factory_delegating_to_get_and_exporting_a_plugin_checkpoint(plugin_path
     assert proc.returncode == 2 and "holds a 'demo_class_vae' model, not 'vae'" in proc.stderr
 
 
+def _stdout_of(probe: str, plugin_path) -> str:
+    proc = _run(["-c", probe], plugin_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
 def test_a_plugin_adds_a_prior_that_every_model_accepts(plugin_path):
     probe = ("import vaezoo, numpy as np\n"
              "model = vaezoo.get('vae', prior='demo_laplace', hidden_units=[8], latent_dim=2)\n"
              "x = (np.random.default_rng(0).random((2, 28, 28, 1)) > 0.5).astype('float32')\n"
              "print('RESULT', type(model.prior_layer).__name__, bool(np.all(np.isfinite(model.elbo(x, seed=0)))))\n")
-    proc = _run(["-c", probe], plugin_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "RESULT DemoLaplacePrior True" in proc.stdout
+    assert "RESULT DemoLaplacePrior True" in _stdout_of(probe, plugin_path)
     disabled = _run(["-c", probe], plugin_path, VAEZOO_DISABLE_PLUGINS="1")
     assert disabled.returncode != 0 and "'prior'" in disabled.stderr and "demo_laplace" in disabled.stderr
+
+
+def test_a_plugin_adds_a_data_set_that_config_and_load_accept(plugin_path):
+    probe = ("import vaezoo, numpy as np\n"
+             "from vaezoo import data\n"
+             "cfg = vaezoo.get_config('vae', dataset='demo_squares')\n"
+             "ds = data.load('demo_squares', batch_size=64, labels=True, shuffle=False)\n"
+             "x, y = next(iter(ds))\n"
+             "print('RESULT', cfg['dataset'], x.shape, sorted(set(np.asarray(y).tolist())), ds.class_names,\n"
+             "      float(np.asarray(x).max()))\n")
+    assert "RESULT demo_squares (40, 8, 8, 1) [0, 1] ['dim', 'bright'] 1.0" in _stdout_of(probe, plugin_path)
+    disabled = _run(["-m", "vaezoo", "config", "vae", "--data", "demo_squares"], plugin_path,
+                    VAEZOO_DISABLE_PLUGINS="1")
+    assert disabled.returncode == 2 and "'dataset'" in disabled.stderr and "demo_squares" in disabled.stderr

@@ -72,6 +72,14 @@ def test_remeasure_records_the_measured_values_and_leaves_the_weights(zoo):
     assert pretrained.sha256(folder / entry.file) == sha
     with pytest.raises(pretrained.PretrainedError, match="No entry 'vae.nope'.*entries: vae.other, vae.tiny"):
         pretrained.remeasure("vae.nope", folder)
+    raw = json.loads(path.read_text())
+    raw["models"]["vae.tiny"]["metric"]["value"] = truth + 5.0
+    raw["models"]["vae.tiny"]["check"]["value"] = truth - 5.0
+    path.write_text(json.dumps(raw))
+    entry = pretrained.remeasure("vae.tiny", folder, fields=["check"])  # the cheap one only
+    assert entry.check["value"] == pytest.approx(truth, abs=1e-3) and entry.metric["value"] == truth + 5.0
+    with pytest.raises(ValueError, match="Unknown field 'checks'; valid choices: metric, check"):
+        pretrained.remeasure("vae.tiny", folder, fields=["checks"])
 
 
 def test_pretrained_models_score_what_the_manifest_says(zoo):
@@ -159,7 +167,8 @@ def test_vq_vae_and_its_prior_are_measured_by_their_deterministic_nlls(tmp_path,
     folder = tmp_path / "zoo"
     monkeypatch.setenv(pretrained.PRETRAINED_DIR_ENV, str(folder))
     spec = {"name": "sprites", "split": "test", "binarize": "none", "seed": 0, "batch_size": 32, "limit": 64}
-    images = np.concatenate([b.numpy() for b in data.load(shuffle=False, **spec)])
+    images = np.concatenate([b.numpy() for b in data.load(spec["name"], shuffle=False,
+                                                          **{k: v for k, v in spec.items() if k != "name"})])
     config = {**tiny_overrides("vq_vae"), "data_shape": [32, 32, 1]}
     vq = vaezoo.get("vq_vae", **config)
     reconstruction = {"name": "test_reconstruction", "unit": "nats", "data": spec}

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import vaezoo
+from conftest import rgb_image_folder
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"(?:<!-- readme-test: skip: (?P<reason>[^>]*?) -->\n)?```python\n(?P<code>.*?)```", re.S)
@@ -52,6 +53,7 @@ def test_list_models_comment_shows_what_it_returns():
 
 def test_readme_python_blocks_run(tmp_path, data_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the blocks write vae.keras and exports/ here
+    rgb_image_folder(tmp_path / "my_images")  # the user's folder of "Train on your own images"
     namespace: dict = {}
     try:
         for line, code, reason in blocks():

@@ -2,10 +2,11 @@
 
     vaezoo list ["*vae*"]
     vaezoo config NAME [--set key=value ...]
-    vaezoo train NAME [--set key=value ...] [--dataset D] [--epochs N] [--out DIR] [--strategy S]
+    vaezoo train NAME [--set key=value ...] [--data SOURCE] [--epochs N] [--out DIR] [--strategy S]
+    vaezoo train vae_conv --data my_images/ --image-size 64 64      # a folder (class sub-folders), .npz or .npy
     vaezoo train vae --set mixed_precision=mixed_bfloat16 --set jit_compile=false --set steps_per_execution=1
     TF_CONFIG='{"cluster": ...}' vaezoo train vae --strategy multi_worker   # on each worker (see README)
-    vaezoo evaluate NAME --checkpoint PATH [--dataset D]
+    vaezoo evaluate NAME --checkpoint PATH [--data SOURCE]
     vaezoo evaluate NAME --checkpoint PATH --metrics mig,dci,sap,factor_vae_score   # disentanglement (sprites)
     vaezoo sample NAME --checkpoint PATH --out grid.png
     vaezoo train pixelcnn_prior --vqvae runs/vq_vae/model.keras      # a prior over a VQ-VAE's codes
@@ -48,15 +49,12 @@ from vaezoo import config as zconfig
 from vaezoo import callbacks as callbacks_module
 from vaezoo import data, distribute, evaluate, export, fileio, images, runs, training
 
-VALIDATION_SPLIT = {"binarized_mnist": "valid"}
-
-
 def _overrides(args) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in args.set or []:
         key, value = zconfig.parse_assignment(item)
         out[key] = value
-    for key in ("dataset", "epochs", "batch_size", "binarize"):
+    for key in ("dataset", "epochs", "batch_size", "binarize", "image_size", "color_mode", "validation_split"):
         value = getattr(args, key, None)
         if value is not None:
             out[key] = value
@@ -73,7 +71,37 @@ def _dataset(cfg, split, args, limit=None, shuffle=None):
         shuffle=shuffle,
         seed=args.seed,
         limit=limit,
+        image_size=cfg.get("image_size"),
+        color_mode=cfg.get("color_mode"),
+        validation_split=cfg.get("validation_split", data.sources.DEFAULT_VALIDATION_SPLIT),
     )
+
+
+def _validation_split(cfg) -> str:
+    """The split a run validates on and ``sample`` reconstructs: the data set's own (binarized MNIST's
+    ``valid``, ``test`` elsewhere) or, for a user's data, the held-out ``validation`` fraction."""
+    return data.sources.validation_split_name(cfg["dataset"])
+
+
+def _fit_user_data(args, cfg, overrides) -> tuple[dict, dict]:
+    """For a user's folder or array file: the settings that suit it where the model's defaults assume MNIST
+    (no dynamic binarization; a Bernoulli likelihood only for binary images), unless set by the user.
+    Returns the config and the overrides with the inferred settings added."""
+    if not data.sources.is_user_data(cfg["dataset"]):
+        return cfg, overrides
+    info = data.source_info(cfg["dataset"], data_dir=args.data_dir, image_size=cfg.get("image_size"),
+                            color_mode=cfg.get("color_mode"))
+    schema = vaezoo.model_info(args.name).schema
+    inferred = {k: v for k, v in data.suggested_config(info).items()
+                if k not in overrides and (k in schema or k in zconfig.TRAINING_KEYS) and cfg.get(k) != v}
+    if inferred:
+        print(f"{cfg['dataset']}: {info['num_examples']} images of {tuple(info['image_shape'])}, "
+              f"{'binary' if info['binary'] else 'continuous values'}"
+              + (f", {info['num_classes']} classes" if info.get("num_classes") else "")
+              + f"; {', '.join(f'{k} {cfg.get(k)} -> {v}' for k, v in inferred.items())}")
+        overrides = {**overrides, **inferred}
+        cfg = vaezoo.get_config(args.name, **overrides)
+    return cfg, overrides
 
 
 def _config_yaml(cfg) -> str:
@@ -222,8 +250,10 @@ def _train(args, cfg, overrides, out: Path, lock: runs.RunLock) -> int:
               f"the global batch of {cfg['batch_size']} is split over them")
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
+    if args.vqvae is None:
+        cfg, overrides = _fit_user_data(args, cfg, overrides)
     train_ds = _dataset(cfg, "train", args, limit=args.limit)
-    val_ds = _dataset(cfg, VALIDATION_SPLIT.get(cfg["dataset"], "test"), args, limit=args.limit, shuffle=False)
+    val_ds = _dataset(cfg, _validation_split(cfg), args, limit=args.limit, shuffle=False)
     vqvae = None
     if args.vqvae:  # a prior over codes: train on the codes of a trained VQ-VAE
         vqvae = _load_checkpoint(args.vqvae)
@@ -355,11 +385,36 @@ def _pretrained_defaults(args) -> dict[str, Any]:
     return {**entry.config, "dataset": spec["name"], "binarize": spec.get("binarize", "none")}
 
 
+#: The data settings ``evaluate``/``sample`` take from the run folder of ``--checkpoint``.
+_RUN_DATA_KEYS = ("dataset", "binarize", "image_size", "color_mode", "validation_split")
+
+
+def _run_data_defaults(args) -> dict[str, Any]:
+    """The data settings of the run that wrote ``--checkpoint`` (its ``config.yaml``, beside the checkpoint
+    or one folder up for ``checkpoints/*.keras``), so that a model trained on a user's folder is evaluated and
+    reconstructs on it without repeating ``--data``; {} when there is no run folder."""
+    checkpoint = getattr(args, "checkpoint", None)
+    if not checkpoint:
+        return {}
+    for folder in (Path(checkpoint).parent, Path(checkpoint).parent.parent):
+        path = folder / runs.CONFIG_FILE
+        if path.is_file():
+            try:
+                recorded = yaml.safe_load(path.read_text()) or {}
+            except (OSError, yaml.YAMLError):
+                return {}
+            return {k: recorded[k] for k in _RUN_DATA_KEYS if k in recorded} if isinstance(recorded, dict) else {}
+    return {}
+
+
 def _data_config(args) -> dict[str, Any]:
-    """The config whose data ``evaluate``/``sample`` read; with ``--pretrained``, the weights' own data set."""
+    """The config whose data ``evaluate``/``sample`` read: with ``--pretrained``, the weights' own data set;
+    with a ``--checkpoint`` of a run folder, that run's data; options given on the command line win."""
     overrides = _overrides(args)
     if getattr(args, "pretrained", None) is not None:
         overrides = {**_pretrained_defaults(args), **overrides}
+    else:
+        overrides = {**_run_data_defaults(args), **overrides}
     return vaezoo.get_config(args.name, **overrides)
 
 
@@ -419,8 +474,8 @@ def cmd_sample(args) -> int:
     cfg = _data_config(args)
     model = _model(args)
     try:
-        test_ds = _dataset(cfg, VALIDATION_SPLIT.get(cfg["dataset"], "test"), args, shuffle=False)
-    except FileNotFoundError as exc:
+        test_ds = _dataset(cfg, _validation_split(cfg), args, shuffle=False)
+    except (FileNotFoundError, data.DataError) as exc:
         print(f"no reconstructions: {exc}", file=sys.stderr)
         test_ds = None
     prior, prior_source = _prior(args)
@@ -485,6 +540,7 @@ def _bounded(kind: type, constraint: zconfig.Range):
 _positive_int = _bounded(int, zconfig.AT_LEAST_1)
 _non_negative_int = _bounded(int, zconfig.NON_NEGATIVE)
 _positive_float = _bounded(float, zconfig.POSITIVE)
+_fraction = _bounded(float, zconfig.Range(0, 1, low_open=True, high_open=True))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -507,12 +563,21 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p, checkpoint=False):
         p.add_argument("name", help="registered model name (see `vaezoo list`)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-        p.add_argument("--dataset", help="mnist, binarized_mnist, sprites, sprites_grid or tfds:NAME")
+        p.add_argument("--data", "--dataset", dest="dataset", metavar="SOURCE",
+                       help="the data: " + data.sources.describe_choices())
+        p.add_argument("--image-size", type=_positive_int, nargs=2, metavar=("HEIGHT", "WIDTH"), dest="image_size",
+                       help="a user's images: centre-crop to the aspect ratio, then resize (needed when a folder's "
+                            "images differ in size)")
+        p.add_argument("--color-mode", choices=[m for m in zconfig.COLOR_MODES if m], dest="color_mode",
+                       help="a user's images converted to grayscale or rgb (default: as stored)")
+        p.add_argument("--validation-split", type=_fraction, dest="validation_split", metavar="FRACTION",
+                       help="the fraction of a user's data held out to validate on (fixed seed; default 0.1)")
         p.add_argument("--data-dir", help=f"folder of the data files (default ${data.DATA_DIR_ENV})")
         p.add_argument("--batch-size", type=int, dest="batch_size")
         p.add_argument("--binarize", choices=data.BINARIZE)
         p.add_argument("--seed", type=int, default=None)
-        p.add_argument("--limit", type=_positive_int, default=None, help="use only the first N examples")
+        p.add_argument("--limit", type=_positive_int, default=None,
+                       help="use a random subset of N examples of each split (the same subset every run)")
         p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras verbosity")
         if checkpoint:
             _weights_source(p)

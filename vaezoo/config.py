@@ -101,6 +101,36 @@ OPTIMIZER_NAMES = ("adam", "adamw", "rmsprop", "sgd")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 BINARIZE = ("dynamic", "none")
 
+COLOR_MODES = ("grayscale", "rgb", None)
+
+
+class DataSource:
+    """Valid values of ``dataset``: a registered data set (the live registry), ``tfds:NAME`` or a path (a
+    folder or an ``.npz``/``.npy`` file; read, and checked, when the data is loaded)."""
+
+    def accepts(self, value) -> bool:
+        from vaezoo import sources
+
+        return sources.is_source_name(value)
+
+    def suggest(self, value) -> str:
+        from vaezoo import sources
+
+        close = difflib.get_close_matches(str(value), sources.dataset_names(), n=3, cutoff=0.5)
+        return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+    def __str__(self) -> str:
+        from vaezoo import sources
+
+        return sources.describe_choices()
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, DataSource)
+
+    def __hash__(self) -> int:
+        return hash(DataSource)
+
+
 # Keys that configure training rather than the model. Passed to the CLI and to
 # :func:`vaezoo.training.make_optimizer`, never to the model builder.
 TRAINING_KEYS: dict[str, tuple[Any, Any, Range | OneOf | None]] = {
@@ -108,9 +138,16 @@ TRAINING_KEYS: dict[str, tuple[Any, Any, Range | OneOf | None]] = {
     "learning_rate": (float, 1e-3, POSITIVE),
     "batch_size": (int, 128, AT_LEAST_1),
     "epochs": (int, 10, AT_LEAST_1),
-    "dataset": (str, "mnist", None),
-    # MNIST only: "dynamic" (fresh Bernoulli draw each epoch), "none" (grey levels in [0, 1]).
+    # A registered data set, tfds:NAME, a folder of images or an .npz/.npy file (vaezoo.sources).
+    "dataset": (str, "mnist", DataSource()),
+    # "dynamic" (fresh Bernoulli draw each epoch), "none" (the values as they are, e.g. grey levels in [0, 1]).
     "binarize": (str, "dynamic", OneOf(BINARIZE)),
+    # A user's images: resized (centre crop to the aspect ratio, then bilinear) to [height, width].
+    "image_size": (list[int] | None, None, AT_LEAST_1),
+    # A user's images converted to "grayscale" or "rgb"; None keeps them as stored.
+    "color_mode": (str | None, None, OneOf(COLOR_MODES)),
+    # The fraction of a user's data held out (fixed seed) to validate on.
+    "validation_split": (float, 0.1, Range(0, 1, low_open=True, high_open=True)),
     # Keras dtype policy the model is built under: float32, mixed_float16 or mixed_bfloat16.
     "mixed_precision": (str, "float32", OneOf(PRECISIONS)),
     # XLA: "auto" (on, except under a mirrored tf.distribute strategy), true or false.
@@ -256,7 +293,8 @@ def check_value(model_name: str, key: str, value: Any, constraint, raw: Any = No
         return
     each = " (each item)" if isinstance(value, (list, tuple)) and isinstance(constraint, Range) else ""
     shown = value if raw is None else raw
-    raise ConfigError(f"Config key {key!r} of model {model_name!r} must be {constraint}{each}, got {shown!r}.")
+    hint = constraint.suggest(value) if hasattr(constraint, "suggest") else ""
+    raise ConfigError(f"Config key {key!r} of model {model_name!r} must be {constraint}{each}, got {shown!r}.{hint}")
 
 
 def class_constraints(klass: type) -> dict[str, Range | OneOf]:

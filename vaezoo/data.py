@@ -1,7 +1,10 @@
-"""tf.data pipelines for vaezoo: MNIST, binarized MNIST, procedural sprites, any tfds name.
+"""tf.data pipelines for vaezoo: MNIST, binarized MNIST, procedural sprites, any tfds name, and a user's
+own folders, files, arrays and datasets (:mod:`vaezoo.sources`).
 
-All pipelines yield float32 images ``[B, H, W, C]`` with values in [0, 1] (inputs only, no
-labels), batched, shuffled (training split) and prefetched.
+All pipelines yield float32 images ``[B, H, W, C]`` with values in [0, 1] (or ``(images, labels)``
+batches with ``labels=True``), batched, shuffled (training split) and prefetched. The registered data
+sets (:data:`DATASETS`, extended by :func:`register_dataset` and plugins of the entry-point group
+``vaezoo.datasets``):
 
 * ``mnist``: the original IDX ``.gz`` files, from ``data_dir`` or ``$VAEZOO_DATA_DIR``
   (either the folder holding the files or a parent with an ``mnist/`` folder). ``binarize=
@@ -21,6 +24,7 @@ Example:
 >>> from vaezoo import data
 >>> train = data.load("mnist", split="train", batch_size=128, data_dir="../shared/data")
 >>> test = data.load("sprites", split="test", batch_size=256)
+>>> mine = data.load("my_images/", split="train", image_size=(64, 64), labels=True)  # class sub-folders
 
 References:
     Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016 (dynamic
@@ -42,15 +46,15 @@ import numpy as np
 import tensorflow as tf
 
 from vaezoo import config as _config
+from vaezoo import sources
+from vaezoo.sources import DataError
 
 DATA_DIR_ENV = "VAEZOO_DATA_DIR"
 
 
-class DataError(ValueError):
-    """A data file is corrupt or truncated, or a data set cannot be fetched; the message names it."""
-
-
-DATASETS = ("mnist", "binarized_mnist", "sprites", "sprites_grid", "tfds:<name>")
+#: The registered data sets (a live registry: a plugin's entry counts once registered).
+DATASETS = sources.DATASETS
+register_dataset = sources.register_dataset
 BINARIZE = _config.BINARIZE
 
 _MNIST_FILES = {
@@ -433,38 +437,62 @@ def _options() -> tf.data.Options:
     return options
 
 
-def _finish(ds, binarize, seed, shuffle=True):
+def _finish(ds, binarize, seed, shuffle=True, labels=False):
     if binarize not in BINARIZE:
         raise ValueError(f"Unknown binarize {binarize!r}; valid choices: {', '.join(BINARIZE)}.")
     if binarize == "dynamic":
         # An unshuffled split with a seed (a test set) is binarized once: the same images on every pass.
-        ds = dynamic_binarize(ds, seed=seed, fixed=not shuffle and seed is not None)
+        fixed = not shuffle and seed is not None
+        if labels:
+            images = dynamic_binarize(ds.map(lambda x, y: x), seed=seed, fixed=fixed)
+            ds = tf.data.Dataset.zip(images, ds.map(lambda x, y: y))
+        else:
+            ds = dynamic_binarize(ds, seed=seed, fixed=fixed)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
-def _stream(ds, size, batch_size, shuffle, seed, binarize, limit):
-    """A pipeline over a stream of images (tfds): a shuffle buffer of up to 60,000 images."""
+def _stream(ds, size, batch_size, shuffle, seed, binarize, limit, labels=False):
+    """A pipeline over a stream of single images or ``(image, label)`` pairs: a shuffle buffer of up to
+    60,000 (``size`` unknown: 10,000)."""
     if limit is not None:
-        ds, size = ds.take(limit), min(size, limit)
+        ds, size = ds.take(limit), limit if size is None else min(size, limit)
     if shuffle:
-        ds = ds.shuffle(min(size, 60_000), seed=seed, reshuffle_each_iteration=True)
-    return _finish(ds.batch(batch_size), binarize, seed, shuffle)
+        ds = ds.shuffle(min(size or 10_000, 60_000), seed=seed, reshuffle_each_iteration=True)
+    return _finish(ds.batch(batch_size), binarize, seed, shuffle, labels)
 
 
-def _in_memory(images: np.ndarray, batch_size, shuffle, seed, binarize, limit):
+def subset(n: int, limit: int | None) -> np.ndarray:
+    """The indices (sorted) of ``limit`` of ``n`` examples, a random subset drawn with the fixed
+    :data:`vaezoo.sources.SPLIT_SEED` (the same for every run), or all of them."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(sources.SPLIT_SEED).choice(n, size=limit, replace=False))
+
+
+def _in_memory(images: np.ndarray, batch_size, shuffle, seed, binarize, limit, labels=None):
     """A pipeline over images held in memory: each epoch shuffles the indices (a full permutation)
-    and gathers a batch at a time, rather than filling a shuffle buffer with the images themselves."""
+    and gathers a batch at a time, rather than filling a shuffle buffer with the images themselves.
+    ``uint8`` images (0..255) are kept so in memory and scaled to float32 [0, 1] batch by batch."""
     if limit is not None:
-        images = images[:limit]
+        keep = subset(len(images), limit)
+        images = images[keep]
+        labels = None if labels is None else labels[keep]
     table = tf.constant(images)
+    label_table = None if labels is None else tf.constant(np.asarray(labels, np.int32))
     ds = tf.data.Dataset.range(len(images))
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda index: tf.gather(table, index), num_parallel_calls=tf.data.AUTOTUNE)
-    return _finish(ds, binarize, seed, shuffle)
+
+    def gather(index):
+        x = tf.gather(table, index)
+        x = tf.cast(x, tf.float32) / 255.0 if x.dtype == tf.uint8 else tf.cast(x, tf.float32)
+        return x if label_table is None else (x, tf.gather(label_table, index))
+
+    ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    return _finish(ds, binarize, seed, shuffle, labels is not None)
 
 
-def _tfds(name: str, split: str, data_dir):
+def _tfds(name: str, split: str, data_dir, labels: bool = False):
     import tensorflow_datasets as tfds
 
     try:
@@ -482,12 +510,84 @@ def _tfds(name: str, split: str, data_dir):
         ) from None
     if "image" not in ds.element_spec:
         raise ValueError(f"tfds:{name} has no 'image' feature (features: {sorted(ds.element_spec)}).")
+    if labels and "label" not in ds.element_spec:
+        raise DataError(f"tfds:{name} has no 'label' feature (features: {sorted(ds.element_spec)}); load it "
+                        "with labels=False.")
     size = builder.info.splits[split].num_examples
-    return ds.map(lambda ex: tf.cast(ex["image"], tf.float32) / 255.0, num_parallel_calls=tf.data.AUTOTUNE), size
+    names = None
+    if labels:
+        feature = builder.info.features["label"]
+        names = tuple(feature.names) if hasattr(feature, "names") else None
+        ds = ds.map(lambda ex: (tf.cast(ex["image"], tf.float32) / 255.0, tf.cast(ex["label"], tf.int32)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda ex: tf.cast(ex["image"], tf.float32) / 255.0, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds, size, names
+
+
+def _user_stream(ds: tf.data.Dataset, split: str, validation_split: float, labels: bool, color_mode, image_size):
+    """A user's ``tf.data.Dataset`` as single float32 images in [0, 1] (or ``(image, label)``), split by a
+    fixed per-example draw (``validation_split`` of the examples validate; :data:`sources.SPLIT_SEED`)."""
+    if split not in sources.USER_SPLITS:
+        raise ValueError(f"Unknown split {split!r} of a user's data; valid choices: {', '.join(sources.USER_SPLITS)}.")
+    spec = ds.element_spec
+    if isinstance(spec, dict):
+        if "image" not in spec:
+            raise DataError(f"The dataset's elements are dicts without 'image' (keys: {', '.join(spec)}).")
+        has_labels = "label" in spec
+        ds = ds.map(lambda ex: (ex["image"], ex["label"]) if has_labels else ex["image"])
+    elif isinstance(spec, tuple):
+        if len(spec) != 2:
+            raise DataError(f"The dataset's elements must be images or (image, label) pairs, got {len(spec)} parts.")
+        has_labels = True
+    else:
+        has_labels = False
+    image_spec = ds.element_spec[0] if has_labels else ds.element_spec
+    if image_spec.shape.rank == 4:  # batched (image_dataset_from_directory): one example at a time
+        ds, image_spec = ds.unbatch(), tf.TensorSpec(image_spec.shape[1:], image_spec.dtype)
+    if image_spec.shape.rank == 2:
+        ds = ds.map(lambda *e: (e[0][..., None], *e[1:]) if has_labels else e[0][..., None])
+    elif image_spec.shape.rank != 3:
+        raise DataError(f"The dataset's images must be [H, W] or [H, W, C] (or batches of them), got shape "
+                        f"{image_spec.shape}.")
+    if labels and not has_labels:
+        raise DataError("The dataset has no labels: give (image, label) elements or load it with labels=False.")
+    for first in ds.take(1):  # the value range of the first example, as for an array
+        sources.check_images(np.asarray(first[0] if has_labels else first)[None], what="the dataset's images")
+    integer = image_spec.dtype.is_integer
+
+    def scale(x):
+        x = tf.cast(x, tf.float32) / 255.0 if integer else tf.cast(x, tf.float32)
+        if color_mode == "grayscale" and x.shape[-1] == 3:
+            x = tf.image.rgb_to_grayscale(x)
+        elif color_mode == "rgb" and x.shape[-1] == 1:
+            x = tf.image.grayscale_to_rgb(x)
+        if image_size is not None:
+            x = keras_smart_resize(x, image_size)
+        return x
+
+    ds = ds.map(lambda *e: (scale(e[0]), tf.cast(e[1], tf.int32)) if has_labels else scale(e[0]),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    if split != "all":
+        sources.partition(2, validation_split)  # checks the fraction
+        fraction = float(validation_split)
+        held_out = split != "train"
+        ds = ds.enumerate().filter(lambda i, *e: (tf.random.stateless_uniform(
+            [], seed=tf.stack([tf.constant(sources.SPLIT_SEED, tf.int64), i])) < fraction) == held_out)
+        ds = ds.map(lambda i, *e: e if len(e) > 1 else e[0])
+    if not labels and has_labels:
+        ds = ds.map(lambda x, y: x)
+    return ds
+
+
+def keras_smart_resize(x, image_size):
+    import keras
+
+    return tf.clip_by_value(keras.preprocessing.image.smart_resize(x, sources._image_size(image_size)), 0.0, 1.0)
 
 
 def load(
-    name: str,
+    source="mnist",
     split: str = "train",
     batch_size: int = 128,
     data_dir: str | os.PathLike | None = None,
@@ -495,14 +595,21 @@ def load(
     shuffle: bool | None = None,
     seed: int | None = None,
     limit: int | None = None,
+    labels: bool = False,
+    image_size=None,
+    color_mode: str | None = None,
+    validation_split: float = sources.DEFAULT_VALIDATION_SPLIT,
+    cache: bool = True,
 ) -> tf.data.Dataset:
-    """A batched, shuffled (training split by default), prefetched dataset of images in [0, 1].
+    """A batched, shuffled (training split by default), prefetched dataset of float32 images in [0, 1].
 
     Args:
-        name: ``"mnist"``, ``"binarized_mnist"``, ``"sprites"`` (32x32, 20,000 drawn at random),
-            ``"sprites_grid"`` (the full 64x64 factor grid of :class:`SpriteGrid`, drawn batch by batch;
-            ``test`` holds 10,000 grid examples out) or ``"tfds:<name>"``.
-        split: ``"train"`` / ``"test"`` (binarized MNIST also ``"valid"``; tfds any split string).
+        source: a registered name (``"mnist"``, ``"binarized_mnist"``, ``"sprites"`` (32x32, 20,000 drawn
+            at random), ``"sprites_grid"`` (the full 64x64 factor grid of :class:`SpriteGrid`, drawn batch by
+            batch; ``test`` holds 10,000 grid examples out)), ``"tfds:<name>"``, a folder of images, an
+            ``.npz``/``.npy`` file, an array, ``(x, y)`` or a ``tf.data.Dataset``: see :mod:`vaezoo.sources`.
+        split: ``"train"`` / ``"test"`` (binarized MNIST also ``"valid"``; tfds any split string; a user's
+            data ``"train"``, ``"validation"`` (or ``"valid"``), ``"test"``, ``"all"``).
         batch_size: examples per batch.
         data_dir: folder of the files (MNIST, binarized MNIST) or tfds data dir; default
             ``$VAEZOO_DATA_DIR``.
@@ -512,7 +619,21 @@ def load(
             ``batch_size`` alone (not by the global seed).
         shuffle: defaults to ``split == "train"``.
         seed: shuffling and binarization seed.
-        limit: keep only the first ``limit`` examples.
+        limit: keep a random subset of ``limit`` examples, the same for every run (drawn with the fixed
+            :data:`vaezoo.sources.SPLIT_SEED`, not ``seed``; a stream keeps its first ``limit``).
+        labels: batches are ``(images, labels)`` (int32), for conditional models; a source without labels
+            is refused. The dataset's ``class_names`` attribute lists the label names when known.
+        image_size: ``(height, width)`` (or one int): centre-crop each image to that aspect ratio, then
+            resize bilinearly (``keras.preprocessing.image.smart_resize``). Without it a folder's images must
+            all have one size.
+        color_mode: ``"grayscale"`` or ``"rgb"`` (converted), or None: as stored (a folder is grey when all
+            its files are).
+        validation_split: the fraction of a user's data held out as its validation split (fixed seed).
+        cache: a stream (tfds, a user's dataset) is cached in memory after its first pass.
+
+    Raises:
+        ValueError: an unknown source name or split, a bad argument (each names the valid choices).
+        DataError: a missing or unreadable file, an empty folder, images or labels that do not fit.
     """
     for key, value, allow_none in (("batch_size", batch_size, False), ("limit", limit, True)):
         if value is None and allow_none:
@@ -520,21 +641,106 @@ def load(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{key} must be an integer >= 1, got {value!r}.")
     shuffle = split == "train" if shuffle is None else shuffle
-    if name.startswith("tfds:"):
-        ds, size = _tfds(name[5:], split, data_dir)
-        return _stream(ds, size, batch_size, shuffle, seed, binarize, limit)
-    if name == "mnist":
-        images, _ = mnist_arrays(split, data_dir)
-    elif name == "binarized_mnist":
-        images = binarized_mnist_arrays(split, data_dir)
-    elif name == "sprites":
-        images, _ = sprites_arrays(split)
-    elif name == "sprites_grid":
-        ds = SpriteGrid(64).split_dataset(split, batch_size, shuffle=shuffle, seed=seed, limit=limit)
-        return _finish(ds, binarize, seed, shuffle)
+    kind, what = sources.read_source(source, data_dir, color_mode=color_mode, image_size=image_size)
+    if kind == "tfds":
+        ds, size, names = _tfds(what, split, data_dir, labels)
+        ds = ds.cache() if cache else ds
+        if image_size is not None or color_mode is not None:
+            raise ValueError("image_size and color_mode apply to a user's data and the registered data sets, "
+                             "not to tfds: (map the dataset yourself).")
+        return _named(_stream(ds, size, batch_size, shuffle, seed, binarize, limit, labels), names)
+    if kind == "stream":
+        ds = _user_stream(what, split, validation_split, labels, color_mode, image_size)
+        ds = ds.cache() if cache else ds
+        return _named(_stream(ds, None, batch_size, shuffle, seed, binarize, limit, labels), None)
+    if kind == "registered":
+        part = what(split, data_dir)
+        if not isinstance(part, sources.Split):
+            raise TypeError(f"The reader of {source!r} returned {type(part).__name__}, not a vaezoo.sources.Split.")
+        if part.pipeline is not None:
+            if labels:
+                raise DataError(f"{source!r} is drawn batch by batch without labels; load it with labels=False.")
+            return _finish(part.pipeline(batch_size, shuffle, seed, limit), binarize, seed, shuffle)
+        images = sources.check_images(part.images, what=str(source)) if part.images.dtype != np.float32 else part.images
+        images = sources.convert_colors(images, color_mode, what=str(source))
+        if image_size is not None:
+            images = sources.resize(images, image_size)
     else:
-        raise ValueError(f"Unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}.")
-    return _in_memory(images, batch_size, shuffle, seed, binarize, limit)
+        part = what.split(split, validation_split)
+        images = part.images
+    if labels and part.labels is None:
+        raise DataError(f"{_shown(source)} has no labels (a folder gives them through class sub-folders, an .npz "
+                        "through an array y); load it with labels=False.")
+    ds = _in_memory(images, batch_size, shuffle, seed, binarize, limit, part.labels if labels else None)
+    return _named(ds, part.class_names)
+
+
+def _named(ds: tf.data.Dataset, class_names) -> tf.data.Dataset:
+    ds.class_names = None if class_names is None else list(class_names)
+    return ds
+
+
+def _shown(source) -> str:
+    return repr(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else f"The {type(source).__name__}"
+
+
+def source_info(source, data_dir=None, image_size=None, color_mode=None, validation_split=None) -> dict:
+    """What a source holds, read once: ``{"user": bool, "image_shape": [H, W, C] or None, "binary": bool or
+    None, "num_examples": N or None, "num_classes": K or None, "class_names": [...] or None}`` (the
+    training split; None where a stream does not say without a pass over it)."""
+    kind, what = sources.read_source(source, data_dir, color_mode=color_mode, image_size=image_size)
+    info = {"user": kind in ("arrays", "stream"), "image_shape": None, "binary": None, "num_examples": None,
+            "num_classes": None, "class_names": None}
+    if kind == "arrays":
+        x, y = what.x, what.y
+        info.update(image_shape=list(x.shape[1:]), num_examples=len(x), class_names=
+                    None if what.class_names is None else list(what.class_names),
+                    binary=bool(np.isin(x, (0, 255) if x.dtype == np.uint8 else (0.0, 1.0)).all()))
+        if y is not None:
+            info["num_classes"] = len(what.class_names) if what.class_names else int(y.max()) + 1
+    return info
+
+
+def suggested_config(info: dict) -> dict:
+    """Training settings that suit a user's data (:func:`source_info`) where the model's defaults assume
+    MNIST: no dynamic binarization, and a likelihood for the values the data has: ``bernoulli`` for
+    binary images, ``gaussian_learned_scale`` (one learned scale per pixel) for grey levels or colour."""
+    if not info.get("user"):
+        return {}
+    out = {"binarize": "none"}
+    if info.get("binary") is not None:
+        out["likelihood"] = "bernoulli" if info["binary"] else "gaussian_learned_scale"
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The registered data sets
+# --------------------------------------------------------------------------------------------
+
+
+@register_dataset("mnist")
+def _mnist(split, data_dir=None):
+    images, labels = mnist_arrays(split, data_dir)
+    return sources.Split(images, labels, tuple(str(i) for i in range(10)))
+
+
+@register_dataset("binarized_mnist", validation="valid", splits=("train", "valid", "test"))
+def _binarized_mnist(split, data_dir=None):
+    return sources.Split(binarized_mnist_arrays(split, data_dir))
+
+
+@register_dataset("sprites")
+def _sprites(split, data_dir=None):
+    images, factors = sprites_arrays(split)
+    return sources.Split(images, factors["shape"].astype(np.int64), SPRITE_SHAPES)
+
+
+@register_dataset("sprites_grid")
+def _sprites_grid(split, data_dir=None):
+    def pipeline(batch_size, shuffle, seed, limit):
+        return SpriteGrid(64).split_dataset(split, batch_size, shuffle=shuffle, seed=seed, limit=limit)
+
+    return sources.Split(pipeline=pipeline)
 
 
 def count_examples(ds: tf.data.Dataset) -> int:

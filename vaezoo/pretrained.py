@@ -264,9 +264,10 @@ def add(model, tag: str, *, config: Mapping[str, Any], dataset: str, schedule: M
     return entry
 
 
-def remeasure(key: str, folder: str | os.PathLike, data_dir=None) -> Pretrained:
-    """Measure the ``metric`` and ``check`` of the entry ``key`` in the zoo ``folder`` again, as their specs
-    say, and record the new values (the weights are not touched): for when the evaluation data change."""
+def remeasure(key: str, folder: str | os.PathLike, data_dir=None, fields=("metric", "check")) -> Pretrained:
+    """Measure the ``metric`` and ``check`` (or only the ``fields`` named) of the entry ``key`` in the zoo
+    ``folder`` again, as their specs say, and record the new values (the weights are not touched): for when
+    the evaluation data change."""
     from vaezoo import registry
 
     folder = Path(folder)
@@ -276,7 +277,10 @@ def remeasure(key: str, folder: str | os.PathLike, data_dir=None) -> Pretrained:
     entry = entries[key]
     model = registry.get(entry["name"], **entry["config"])
     load_weights(model, Pretrained(**entry), folder)
-    for field in ("metric", "check"):
+    unknown = [f for f in fields if f not in ("metric", "check")]
+    if unknown or not fields:
+        raise ValueError(f"Unknown field {unknown[0] if unknown else None!r}; valid choices: metric, check.")
+    for field in fields:
         entry[field] = {**entry[field], "value": round(measure(model, entry[field], data_dir=data_dir), 3)}
     _write_manifest(folder, entries)
     return Pretrained(**entry)

@@ -37,6 +37,8 @@ from typing import Any, Callable, Mapping
 from vaezoo import config as _config
 
 ENTRY_POINT_GROUP = "vaezoo.models"
+#: The entry-point group of plugins that register data sets (:func:`vaezoo.sources.register_dataset`).
+DATASET_ENTRY_POINT_GROUP = "vaezoo.datasets"
 DISABLE_PLUGINS_ENV = "VAEZOO_DISABLE_PLUGINS"
 
 
@@ -57,7 +59,8 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
-_plugins_loaded = False
+_plugins_loaded = False  # the models group; other groups in _groups_loaded
+_groups_loaded: set[str] = set()
 _current_source: str | None = None  # set while a plugin's entry point is being loaded
 
 
@@ -144,18 +147,25 @@ def _source_of(fn: Callable[..., Any]) -> str:
     return (getattr(fn, "__module__", None) or "__main__").split(".")[0]
 
 
-def load_plugins(force: bool = False) -> None:
-    """Import every entry point of the group ``vaezoo.models`` (once).
+def load_plugins(force: bool = False, group: str = ENTRY_POINT_GROUP) -> None:
+    """Import every entry point of the group ``vaezoo.models`` (or ``group``, e.g. ``vaezoo.datasets``) once.
 
     A plugin that fails to import (any exception, ``SystemExit`` included) gives a ``RuntimeWarning``
     naming it and is skipped; the zoo keeps working.
     Nothing is loaded when ``VAEZOO_DISABLE_PLUGINS`` is set to a true value.
     """
     global _plugins_loaded, _current_source
-    if (_plugins_loaded and not force) or os.environ.get(DISABLE_PLUGINS_ENV, "").lower() in ("1", "true", "yes"):
+    if os.environ.get(DISABLE_PLUGINS_ENV, "").lower() in ("1", "true", "yes"):
         return
-    _plugins_loaded = True
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    if group != ENTRY_POINT_GROUP:
+        if group in _groups_loaded and not force:
+            return
+        _groups_loaded.add(group)
+    elif _plugins_loaded and not force:
+        return
+    else:
+        _plugins_loaded = True
+    for ep in importlib.metadata.entry_points(group=group):
         dist = ep.dist.name if ep.dist is not None else ep.module
         _current_source = dist
         try:

@@ -250,9 +250,14 @@ class BaseVAE(keras.Model):
         return super().evaluate(x, y, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks,
                                 **kwargs)
 
-    @staticmethod
-    def _unpack(data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+    def _unpack(self, data):
+        """The images (or codes) of a batch: ``x``, ``(x,)``, ``(x, y)``. Labels ``y`` are the condition of a
+        family with ``uses_condition`` and ignored by the others; sample weights are refused (every bound
+        is a mean over examples: repeat or drop examples to reweight them)."""
+        x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise ValueError(f"{type(self).__name__} does not weight examples: its loss is the bound's mean over "
+                             "the batch. Pass (x,) or (x, labels) batches, without sample_weight.")
         return x
 
     def _condition(self, data):
