@@ -27,7 +27,7 @@ def trained_run(tmp_path_factory):
 
 def test_train_writes_model_samples_logs_and_checkpoint(trained_run):
     for name in ("model.keras", "checkpoints/last.keras", "samples.png", "samples_reconstructions.png",
-                 "config.yaml", "history.csv"):
+                 "samples_manifold.png", "samples_codes.png", "config.yaml", "history.csv"):
         assert (trained_run / name).is_file(), name
     assert any((trained_run / "logs").rglob("*tfevents*")), "no TensorBoard events"
     with open(trained_run / "history.csv") as f:
@@ -63,6 +63,11 @@ def test_sample_writes_grids(trained_run, tmp_path):
     assert cli.main(["sample", "beta_vae_conv", "--checkpoint", str(trained_run / "model.keras"), "--out", str(out),
                      "--seed", "1"]) == 0
     assert out.is_file() and (tmp_path / "grid_reconstructions.png").is_file()
+    # A 2-D latent: the decoded lattice (15 x 15 tiles of 32 + 1 pixels, upscaled 2x), and the codes by class.
+    manifold = np.asarray(Image.open(tmp_path / "grid_manifold.png"))
+    assert manifold.shape[:2] == (2 * (15 * 33 + 1),) * 2 and manifold.std() > 0
+    codes = np.asarray(Image.open(tmp_path / "grid_codes.png"))
+    assert codes.ndim == 3 and {tuple(c) for c in codes.reshape(-1, 3)} > {(255, 255, 255)}
     first = np.asarray(Image.open(out))
     cli.main(["sample", "beta_vae_conv", "--checkpoint", str(trained_run / "model.keras"), "--out", str(out),
               "--seed", "1"])
@@ -161,4 +166,5 @@ def test_tensorboard_gets_images_every_epoch(trained_run):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for value in event.summary.value:
                 tags.setdefault(value.tag, set()).add(event.step)
-    assert tags == {"samples": {0, 1}, "reconstructions": {0, 1}}
+    # The trained run has a 2-D latent (the manifold grid) and labelled sprites (the code scatter).
+    assert tags == {"samples": {0, 1}, "reconstructions": {0, 1}, "manifold": {0, 1}, "codes": {0, 1}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 
 
 class KLWarmup(keras.callbacks.Callback):
@@ -118,15 +119,20 @@ class ImageSummaries(keras.callbacks.Callback):
     """TensorBoard image summaries after every epoch: ``samples`` (from the prior) and
     ``reconstructions`` (each example above its reconstruction), beside Keras' scalars.
 
+    With a 2-D Gaussian latent also ``manifold`` (the decoded lattice, :func:`vaezoo.plots.manifold`), and
+    with ``labelled`` examples ``codes`` (their codes coloured by class, :func:`vaezoo.plots.scatter`).
+
     Args:
         log_dir: the folder of the summaries (``<run>/logs/images``).
         examples: a fixed batch of inputs to reconstruct (images, not code maps).
         num_samples: how many samples to draw (with a fixed seed, so epochs compare).
+        labelled: optional ``(images, labels)`` whose codes are scattered by class.
     """
 
-    def __init__(self, log_dir, examples, num_samples: int = 16):
+    def __init__(self, log_dir, examples, num_samples: int = 16, labelled=None):
         super().__init__()
         self.log_dir, self.examples, self.num_samples = log_dir, examples, int(num_samples)
+        self.labelled = labelled
         self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -141,7 +147,21 @@ class ImageSummaries(keras.callbacks.Callback):
                              step=epoch, max_outputs=self.num_samples)
             tf.summary.image("reconstructions", tf.clip_by_value(pairs, 0.0, 1.0), step=epoch,
                              max_outputs=int(pairs.shape[0]))
+            self._latent_images(epoch)
         self._writer.flush()
+
+    def _latent_images(self, epoch):
+        import tensorflow as tf
+
+        from vaezoo import images, plots
+
+        if plots.has_manifold(self.model):
+            grid = images.make_grid(plots.manifold(self.model, steps=15), ncols=15)
+            tf.summary.image("manifold", grid[None], step=epoch)
+        if self.labelled is not None and hasattr(self.model, "code"):
+            x, labels = self.labelled
+            points, _ = plots.project_2d(np.asarray(self.model.code(x)).reshape(len(labels), -1))
+            tf.summary.image("codes", plots.scatter(points, labels)[None], step=epoch)
 
     def on_train_end(self, logs=None):
         if self._writer is not None:

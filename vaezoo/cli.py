@@ -47,7 +47,7 @@ import yaml
 import vaezoo
 from vaezoo import config as zconfig
 from vaezoo import callbacks as callbacks_module
-from vaezoo import data, distribute, evaluate, export, fileio, images, runs, training
+from vaezoo import data, distribute, evaluate, export, fileio, images, plots, runs, training
 
 def _overrides(args) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -61,7 +61,7 @@ def _overrides(args) -> dict[str, Any]:
     return out
 
 
-def _dataset(cfg, split, args, limit=None, shuffle=None):
+def _dataset(cfg, split, args, limit=None, shuffle=None, labels=False):
     return data.load(
         cfg["dataset"],
         split=split,
@@ -74,6 +74,7 @@ def _dataset(cfg, split, args, limit=None, shuffle=None):
         image_size=cfg.get("image_size"),
         color_mode=cfg.get("color_mode"),
         validation_split=cfg.get("validation_split", data.sources.DEFAULT_VALIDATION_SPLIT),
+        labels=labels,
     )
 
 
@@ -133,6 +134,40 @@ def _write_samples(model, out_path: Path, test_ds, seed, prior=None) -> list[Pat
             rows = np.stack([np.asarray(x[:16]), mean, scaled], axis=0).reshape(-1, *x.shape[1:])
             unc_path = out_path.with_name(out_path.stem + "_uncertainty" + out_path.suffix)
             written.append(Path(images.save_grid(rows, unc_path, ncols=16)))
+    return written
+
+
+def _labelled_examples(cfg, args, n: int = 1000):
+    """Up to ``n`` validation ``(images, labels)`` for the TensorBoard code scatter, or None without labels."""
+    try:
+        labelled = _dataset(cfg, _validation_split(cfg), args, shuffle=False, labels=True)
+    except (FileNotFoundError, ValueError, data.DataError):
+        return None  # a data set without labels: no scatter
+    x, y = next(iter(labelled.unbatch().batch(n)))
+    return x, np.asarray(y)
+
+
+def _write_latent_plots(model, out_path: Path, cfg, args) -> list[Path]:
+    """The manifold grid of a 2-D Gaussian latent, and the scatter of test codes by class when the data set
+    has labels (skipped, with the reason on stderr, when it has none)."""
+    written = []
+    if plots.has_manifold(model):
+        path = out_path.with_name(out_path.stem + "_manifold" + out_path.suffix)
+        written.append(Path(images.save_grid(plots.manifold(model, steps=15), path, ncols=15)))
+    if not hasattr(model, "code") or getattr(model, "input_kind", "images") != "images":
+        return written
+    try:
+        labelled = _dataset(cfg, _validation_split(cfg), args, shuffle=False, labels=True)
+    except (FileNotFoundError, ValueError, data.DataError) as exc:
+        print(f"no code scatter: {exc}", file=sys.stderr)
+        return written
+    codes, labels = plots.codes_and_labels(model, labelled, limit=2000)
+    points, explained = plots.project_2d(codes)
+    path = out_path.with_name(out_path.stem + "_codes" + out_path.suffix)
+    written.append(Path(plots.save_scatter(points, labels, path, class_names=getattr(labelled, "class_names", None))))
+    if codes.shape[1] > 2:
+        print(f"code scatter: first two principal components of {codes.shape[1]} latents "
+              f"({explained:.0%} of the codes' variance)")
     return written
 
 
@@ -311,7 +346,8 @@ def _train(args, cfg, overrides, out: Path, lock: runs.RunLock) -> int:
     callbacks.append(_ReportResume(checkpoint))
     if vqvae is None:  # images in TensorBoard: samples and reconstructions of 8 validation images
         examples = next(iter(val_ds.unbatch().batch(8)))
-        callbacks.append(vaezoo.callbacks.ImageSummaries(out / "logs" / "images", examples))
+        callbacks.append(vaezoo.callbacks.ImageSummaries(out / "logs" / "images", examples,
+                                                         labelled=_labelled_examples(cfg, args)))
     model.fit(train_ds, epochs=cfg["epochs"], validation_data=val_ds, callbacks=callbacks, verbose=args.verbose)
     with fileio.atomic_path(out / runs.MODEL_FILE) as tmp:
         model.save(tmp)
@@ -320,6 +356,7 @@ def _train(args, cfg, overrides, out: Path, lock: runs.RunLock) -> int:
     else:
         written = _write_samples(model, out / "samples.png", val_ds, args.seed)
         written += _write_traversal(model, out / "samples.png", val_ds)
+        written += _write_latent_plots(model, out / "samples.png", cfg, args)
     runs.mark_finished(out, cfg["epochs"])
     print(f"saved {out / runs.MODEL_FILE}; wrote {', '.join(map(str, written))}; TensorBoard logs in {out / 'logs'}")
     return 0
@@ -486,6 +523,7 @@ def cmd_sample(args) -> int:
         if test_ds is None:
             raise UsageError("--traverse needs the data set to encode an example (see --data-dir).")
         written += _write_traversal(model, Path(args.out), test_ds)
+    written += _write_latent_plots(model, Path(args.out), cfg, args)
     source = ""
     if prior is not None:
         source = f" (codes drawn from the prior {prior_source})"
