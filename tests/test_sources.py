@@ -250,3 +250,45 @@ def test_the_readme_own_images_commands_run_as_pasted(tmp_path, monkeypatch, cap
     printed = capsys.readouterr().out
     assert "data_shape (28, 28, 1) -> (64, 64, 3)" in printed
     assert (tmp_path / "mine.png").is_file() and (tmp_path / "mine_reconstructions.png").is_file()
+
+
+def _indexed_arrays(n=60, classes=3):
+    """Images whose pixels hold their own index (uint8), labels index % classes, and a test part."""
+    x = np.repeat(np.arange(n, dtype=np.uint8), 16).reshape(n, 4, 4, 1)
+    return {"x": x, "y": np.arange(n) % classes, "x_test": x[:6], "y_test": np.arange(6) % classes}
+
+
+def test_semi_supervised_batches_mix_a_balanced_labelled_set_with_the_rest():
+    arrays = _indexed_arrays()
+    ds = data.semi_supervised(arrays, num_labels=6, batch_size=10, labeled_batch_size=4, binarize="none", seed=1)
+    seen_unlabelled, seen_labelled = [], []
+    for x, y in ds:
+        index = np.round(x.numpy()[:, 0, 0, 0] * 255).astype(int)
+        y = y.numpy()
+        assert (y[:-4] == data.UNLABELED).all() and (y[-4:] >= 0).all()  # unlabelled first, then 4 labelled
+        np.testing.assert_array_equal(y[-4:], index[-4:] % 3)  # the true labels of the labelled examples
+        seen_unlabelled += index[:-4].tolist()
+        seen_labelled += index[-4:].tolist()
+    # Six labelled examples, two of each class, cycled (4 per batch); every other training example once.
+    labelled = set(seen_labelled)
+    assert len(labelled) == 6 and sorted(np.bincount(np.array(sorted(labelled)) % 3)) == [2, 2, 2]
+    train = set(seen_unlabelled) | labelled
+    assert len(seen_unlabelled) == len(set(seen_unlabelled)) == len(train) - 6 and not labelled & set(seen_unlabelled)
+    assert len(seen_labelled) == 4 * -(-len(seen_unlabelled) // 10)  # one labelled part per batch
+    fixed = ds.labelled_indices
+    again = data.semi_supervised(arrays, num_labels=6, batch_size=10, labeled_batch_size=4, binarize="none", seed=2)
+    np.testing.assert_array_equal(again.labelled_indices, fixed)  # fixed by label_seed, not by the shuffling seed
+    other = data.semi_supervised(arrays, num_labels=6, batch_size=10, binarize="none", label_seed=5)
+    assert set(other.labelled_indices.tolist()) != set(fixed.tolist())
+
+
+def test_semi_supervised_errors_name_the_problem():
+    arrays = _indexed_arrays()
+    with pytest.raises(ValueError, match="num_labels=7 must be a multiple of the 3 classes"):
+        data.semi_supervised(arrays, num_labels=7)
+    with pytest.raises(data.DataError, match="fewer than the 30 labels per class"):
+        data.semi_supervised(arrays, num_labels=90)
+    with pytest.raises(data.DataError, match="has no labels"):
+        data.semi_supervised({"x": arrays["x"]}, num_labels=3)
+    with pytest.raises(ValueError, match="num_labels must be an integer >= 1, got 0"):
+        data.semi_supervised(arrays, num_labels=0)

@@ -653,25 +653,121 @@ def load(
         ds = _user_stream(what, split, validation_split, labels, color_mode, image_size)
         ds = ds.cache() if cache else ds
         return _named(_stream(ds, None, batch_size, shuffle, seed, binarize, limit, labels), None)
+    part = _read_registered(source, what, split, data_dir) if kind == "registered" else None
+    if part is not None and part.pipeline is not None:
+        if labels:
+            raise DataError(f"{source!r} is drawn batch by batch without labels; load it with labels=False.")
+        return _finish(part.pipeline(batch_size, shuffle, seed, limit), binarize, seed, shuffle)
+    images, part = _in_memory_split(source, kind, what, split, data_dir, color_mode, image_size, validation_split,
+                                    labels, part)
+    ds = _in_memory(images, batch_size, shuffle, seed, binarize, limit, part.labels if labels else None)
+    return _named(ds, part.class_names)
+
+
+def _read_registered(source, reader, split, data_dir) -> sources.Split:
+    part = reader(split, data_dir)
+    if not isinstance(part, sources.Split):
+        raise TypeError(f"The reader of {source!r} returned {type(part).__name__}, not a vaezoo.sources.Split.")
+    return part
+
+
+def _in_memory_split(source, kind, what, split, data_dir, color_mode, image_size, validation_split, labels,
+                     part=None):
+    """The checked images and the :class:`vaezoo.sources.Split` of an in-memory source (registered or a
+    user's arrays, folder or file; ``part``: a registered split already read); a split without labels is
+    refused when ``labels``."""
     if kind == "registered":
-        part = what(split, data_dir)
-        if not isinstance(part, sources.Split):
-            raise TypeError(f"The reader of {source!r} returned {type(part).__name__}, not a vaezoo.sources.Split.")
+        part = part or _read_registered(source, what, split, data_dir)
         if part.pipeline is not None:
-            if labels:
-                raise DataError(f"{source!r} is drawn batch by batch without labels; load it with labels=False.")
-            return _finish(part.pipeline(batch_size, shuffle, seed, limit), binarize, seed, shuffle)
+            raise DataError(f"{source!r} is drawn batch by batch, not held in memory.")
         images = sources.check_images(part.images, what=str(source)) if part.images.dtype != np.float32 else part.images
         images = sources.convert_colors(images, color_mode, what=str(source))
         if image_size is not None:
             images = sources.resize(images, image_size)
-    else:
+    elif kind == "arrays":
         part = what.split(split, validation_split)
         images = part.images
+    else:
+        raise DataError(f"{_shown(source)} is a stream; this needs a source held in memory (a registered data set, "
+                        "a folder, an .npz/.npy file or arrays).")
     if labels and part.labels is None:
         raise DataError(f"{_shown(source)} has no labels (a folder gives them through class sub-folders, an .npz "
                         "through an array y); load it with labels=False.")
-    ds = _in_memory(images, batch_size, shuffle, seed, binarize, limit, part.labels if labels else None)
+    return images, part
+
+
+#: The label of an unlabelled example in a semi-supervised batch (:func:`semi_supervised`).
+UNLABELED = -1
+
+
+def semi_supervised(
+    source,
+    num_labels: int,
+    batch_size: int = 100,
+    labeled_batch_size: int | None = None,
+    seed: int = 0,
+    data_dir=None,
+    binarize: str = "dynamic",
+    image_size=None,
+    color_mode: str | None = None,
+    validation_split: float = sources.DEFAULT_VALIDATION_SPLIT,
+    label_seed: int = 0,
+) -> tf.data.Dataset:
+    """Training batches of a few labelled examples mixed with many unlabelled ones, for semi-supervised models.
+
+    ``num_labels`` examples of the training split keep their labels, the same number of each class (the
+    "100 labels, 10 per class" of Kingma et al. 2014), drawn with ``label_seed``; every other training example
+    is unlabelled. Each batch is ``(images, labels)`` of ``batch_size`` unlabelled examples (label
+    :data:`UNLABELED`, -1) followed by ``labeled_batch_size`` labelled ones (default: ``batch_size // 10``,
+    at least 1). An epoch is one pass over the unlabelled examples; the small labelled set is reshuffled and
+    repeated as often as that takes, so every step sees both kinds.
+
+    Example:
+
+    >>> ds = vaezoo.data.semi_supervised("mnist", num_labels=100)     # doctest: +SKIP
+    >>> x, y = next(iter(ds))                                         # doctest: +SKIP
+    >>> (y.numpy() >= 0).sum()                                        # 10 labelled, 100 unlabelled
+    10
+
+    Raises:
+        DataError: a source without labels, or a class with fewer than ``num_labels / classes`` examples.
+        ValueError: ``num_labels`` that is not a multiple of the number of classes.
+
+    References:
+        Kingma, Rezende, Mohamed & Welling, "Semi-Supervised Learning with Deep Generative Models", NeurIPS 2014.
+    """
+    for key, value in (("num_labels", num_labels), ("batch_size", batch_size),
+                       ("labeled_batch_size", 1 if labeled_batch_size is None else labeled_batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{key} must be an integer >= 1, got {value!r}.")
+    kind, what = sources.read_source(source, data_dir, color_mode=color_mode, image_size=image_size)
+    images, part = _in_memory_split(source, kind, what, "train", data_dir, color_mode, image_size, validation_split,
+                                    labels=True)
+    labels = np.asarray(part.labels, np.int64)
+    classes = np.unique(labels)
+    if num_labels % len(classes):
+        raise ValueError(f"num_labels={num_labels} must be a multiple of the {len(classes)} classes of "
+                         f"{_shown(source)} (the same number of labels per class).")
+    per_class = num_labels // len(classes)
+    rng = np.random.default_rng(label_seed)
+    chosen = []
+    for c in classes:
+        members = np.flatnonzero(labels == c)
+        if len(members) < per_class:
+            raise DataError(f"class {c} of {_shown(source)} has {len(members)} training examples, fewer than the "
+                            f"{per_class} labels per class that num_labels={num_labels} asks for.")
+        chosen.append(rng.choice(members, size=per_class, replace=False))
+    labelled = np.sort(np.concatenate(chosen))
+    rest = np.setdiff1d(np.arange(len(images)), labelled)
+    labeled_batch_size = max(1, batch_size // 10) if labeled_batch_size is None else int(labeled_batch_size)
+    unlabelled_ds = _in_memory(images[rest], batch_size, True, seed, binarize, None,
+                               np.full(len(rest), UNLABELED, np.int32))
+    labelled_ds = _in_memory(images[labelled], labeled_batch_size, True, seed, binarize, None,
+                             labels[labelled]).unbatch().batch(labeled_batch_size, drop_remainder=True).repeat()
+    mixed = tf.data.Dataset.zip(unlabelled_ds, labelled_ds).map(
+        lambda u, l: (tf.concat([u[0], l[0]], axis=0), tf.concat([u[1], tf.cast(l[1], u[1].dtype)], axis=0)))
+    ds = mixed.prefetch(tf.data.AUTOTUNE).with_options(_options())
+    ds.labelled_indices = labelled  # which training examples carry labels
     return _named(ds, part.class_names)
 
 
