@@ -79,8 +79,21 @@ def batch_for(model, n: int = 16, seed: int = 0):
         return code_maps(model.code_shape)
     h, w, c = model.data_shape
     assert h == w, "sprites are square"
-    images = data.render_sprites(data.sprite_factors(n, seed=seed), size=h)
-    return np.repeat(images, c, axis=-1)
+    factors = data.sprite_factors(n, seed=seed)
+    images = np.repeat(data.render_sprites(factors, size=h), c, axis=-1)
+    if getattr(model, "uses_condition", False):  # a conditional model: the sprites' shapes as its labels
+        return {"images": images, "labels": (factors["shape"] % model.num_classes).astype("int32")}
+    return images
+
+
+def images_of(batch):
+    """The images of :func:`batch_for`'s batch (a conditional model's is a dict with its labels)."""
+    return batch["images"] if isinstance(batch, dict) and "images" in batch else batch
+
+
+def labels_of(model, batch) -> dict:
+    """``{"labels": ...}`` for a conditional model's batch (keyword arguments of decode and sample), else {}."""
+    return {"labels": batch["labels"]} if getattr(model, "uses_condition", False) else {}
 
 
 def assert_nested_equal(a, b, **kwargs):

@@ -18,7 +18,7 @@ import vaezoo
 from vaezoo import cli
 from vaezoo.export import savedmodel as sm
 
-from conftest import batch_for, tiny
+from conftest import batch_for, images_of, tiny
 
 MODELS = vaezoo.list_models()
 BATCH = 3
@@ -43,7 +43,9 @@ def _inputs(model, specs: dict, seed: int = 0) -> dict:
     for key, spec in specs.items():
         shape = [BATCH if d is None else d for d in spec.shape]
         if key == "images":
-            out[key] = np.asarray(batch_for(model, n=BATCH), "float32")
+            out[key] = np.asarray(images_of(batch_for(model, n=BATCH)), "float32")
+        elif key == "labels":
+            out[key] = np.asarray(batch_for(model, n=BATCH)["labels"], "int32")
         elif key == "n":
             out[key] = np.int32(BATCH)
         elif key == "seed":

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import vaezoo
 
-from conftest import assert_nested_equal, batch_for, tiny
+from conftest import assert_nested_equal, batch_for, images_of, labels_of, tiny
 
 MODELS = vaezoo.list_models()
 
@@ -23,7 +23,7 @@ def test_forward_pass(name):
     if model.input_kind == "images":
         assert isinstance(out, tf.Tensor) and np.all(np.isfinite(out))
         assert model.sample(3, seed=1).shape == (3, *model.data_shape)
-        assert out.shape == x.shape and np.all((out.numpy() >= 0) & (out.numpy() <= 1))  # Bernoulli means
+        assert out.shape == images_of(x).shape and np.all((out.numpy() >= 0) & (out.numpy() <= 1))  # Bernoulli means
         np.testing.assert_allclose(model.reconstruct(x), out, rtol=1e-5, atol=1e-6)
     else:  # a prior over codes (a map, or a dict of maps): logits of each code given the codes before it
         shapes = lambda s: tf.nest.map_structure(lambda t: tuple(t.shape), s)  # noqa: E731
@@ -46,8 +46,9 @@ def test_continuous_latent_api(name):
     params = model.encode(x)  # the structure the posterior defines, named by parameter_names
     assert len(params) == len(model.posterior_layer.parameter_names) and all(p.shape[0] == 5 for p in params)
     code = model.code(x)
-    assert code.shape == (5, model.latent_dim) and model.decode(code).shape == x.shape
-    np.testing.assert_allclose(model.reconstruct(x), model.decode(code), rtol=1e-5, atol=1e-6)
+    decoded = model.decode(code, **labels_of(model, x))  # a conditional model decodes under the labels
+    assert code.shape == (5, model.latent_dim) and decoded.shape == images_of(x).shape
+    np.testing.assert_allclose(model.reconstruct(x), decoded, rtol=1e-5, atol=1e-6)
     q = model.posterior_distribution(x)
     assert q.batch_shape == (5,) and q.event_shape == (model.latent_dim,)
     if model.posterior == "gaussian":

@@ -124,7 +124,8 @@ class ImageSummaries(keras.callbacks.Callback):
 
     Args:
         log_dir: the folder of the summaries (``<run>/logs/images``).
-        examples: a fixed batch of inputs to reconstruct (images, not code maps).
+        examples: a fixed batch of inputs to reconstruct (images, not code maps; a conditional model's
+            ``{"images", "labels"}``).
         num_samples: how many samples to draw (with a fixed seed, so epochs compare).
         labelled: optional ``(images, labels)`` whose codes are scattered by class.
     """
@@ -140,8 +141,11 @@ class ImageSummaries(keras.callbacks.Callback):
 
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(str(self.log_dir))
-        x = tf.convert_to_tensor(self.examples, tf.float32)
-        pairs = tf.reshape(tf.stack([x, tf.cast(self.model.reconstruct(x), tf.float32)], axis=1), [-1, *x.shape[1:]])
+        # A conditional model's examples are {"images", "labels"}: reconstructed under their labels.
+        inputs = self.examples
+        x = tf.convert_to_tensor(inputs["images"] if isinstance(inputs, dict) else inputs, tf.float32)
+        recon = self.model.reconstruct(inputs)
+        pairs = tf.reshape(tf.stack([x, tf.cast(recon, tf.float32)], axis=1), [-1, *x.shape[1:]])
         with self._writer.as_default():
             tf.summary.image("samples", tf.clip_by_value(self.model.sample(self.num_samples, seed=0), 0.0, 1.0),
                              step=epoch, max_outputs=self.num_samples)
@@ -160,7 +164,8 @@ class ImageSummaries(keras.callbacks.Callback):
             tf.summary.image("manifold", grid[None], step=epoch)
         if self.labelled is not None and hasattr(self.model, "code"):
             x, labels = self.labelled
-            points, _ = plots.project_2d(np.asarray(self.model.code(x)).reshape(len(labels), -1))
+            inputs = {"images": x, "labels": labels} if getattr(self.model, "uses_condition", False) else x
+            points, _ = plots.project_2d(np.asarray(self.model.code(inputs)).reshape(len(labels), -1))
             tf.summary.image("codes", plots.scatter(points, labels)[None], step=epoch)
 
     def on_train_end(self, logs=None):

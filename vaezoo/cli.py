@@ -9,6 +9,7 @@
     vaezoo evaluate NAME --checkpoint PATH [--data SOURCE]
     vaezoo evaluate NAME --checkpoint PATH --metrics mig,dci,sap,factor_vae_score   # disentanglement (sprites)
     vaezoo sample NAME --checkpoint PATH --out grid.png
+    vaezoo sample cvae --checkpoint runs/cvae/model.keras --labels 0-9 --out digits.png   # one row per class
     vaezoo train pixelcnn_prior --vqvae runs/vq_vae/model.keras      # a prior over a VQ-VAE's codes
     vaezoo sample vq_vae --checkpoint runs/vq_vae/model.keras --prior runs/pixelcnn_prior/model.keras --out g.png
     vaezoo train hierarchical_pixelcnn_prior --vqvae runs/vq_vae2/model.keras   # the same for VQ-VAE-2
@@ -109,22 +110,63 @@ def _config_yaml(cfg) -> str:
     return yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}, sort_keys=False)
 
 
+def _conditional(model) -> bool:
+    """Whether the model reads labels (``cvae``): its data sets are then loaded with them."""
+    return bool(getattr(model, "uses_condition", False))
+
+
+def _first(model, ds, n):
+    """The first ``n`` examples of ``ds``: ``(images, model inputs)``, the inputs a dict with the labels for a
+    conditional model."""
+    batch = next(iter(ds.unbatch().batch(n)))
+    if isinstance(batch, (tuple, list)):
+        x = batch[0]
+        return x, ({"images": x, "labels": batch[1]} if _conditional(model) else x)
+    return batch, batch
+
+
+def parse_labels(text: str, num_classes: int) -> list[int]:
+    """``--labels``: classes as ``0-9``, ``1,3,5`` or ``0-2,7``, each in ``0 .. num_classes-1``."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            low, _, high = part.partition("-")
+            values = range(int(low), int(high or low) + 1)
+        except ValueError:
+            raise UsageError(f"--labels {text!r}: {part!r} is not a class or a range such as 0-9.") from None
+        if not values:
+            raise UsageError(f"--labels {text!r}: the range {part!r} is empty.")
+        bad = [v for v in values if not 0 <= v < num_classes]
+        if bad:
+            raise UsageError(f"--labels {text!r}: class {bad[0]} is outside 0..{num_classes - 1} (num_classes "
+                             f"{num_classes}).")
+        out += list(values)
+    return out
+
+
 def _write_traversal(model, out_path: Path, test_ds) -> list[Path]:
     """``<name>_traversal.png``: one row per latent dimension, swept from -3 to 3 (continuous latents only)."""
     if test_ds is None or not hasattr(model, "traverse"):
         return []
-    x = next(iter(test_ds.unbatch().batch(1)))
+    _, x = _first(model, test_ds, 1)
     grid = model.traverse(x)
     path = out_path.with_name(out_path.stem + "_traversal" + out_path.suffix)
     return [Path(images.save_grid(grid.reshape(-1, *grid.shape[2:]), path, ncols=grid.shape[1]))]
 
 
-def _write_samples(model, out_path: Path, test_ds, seed, prior=None) -> list[Path]:
-    drawn = model.sample(64, seed=seed, prior=prior) if prior is not None else model.sample(64, seed=seed)
-    written = [Path(images.save_grid(np.asarray(drawn), out_path))]
+def _write_samples(model, out_path: Path, test_ds, seed, prior=None, classes=None) -> list[Path]:
+    """``samples.png`` (a conditional model's: one row per class of ``classes``, default all), and the
+    reconstructions (and uncertainty) of 32 examples of ``test_ds``."""
+    if _conditional(model):
+        classes = list(range(model.num_classes)) if classes is None else classes
+        grid = model.class_grid(per_class=10, seed=seed, classes=classes)
+        written = [Path(images.save_grid(grid.reshape(-1, *grid.shape[2:]), out_path, ncols=10))]
+    else:
+        drawn = model.sample(64, seed=seed, prior=prior) if prior is not None else model.sample(64, seed=seed)
+        written = [Path(images.save_grid(np.asarray(drawn), out_path))]
     if test_ds is not None:
-        x = next(iter(test_ds.unbatch().batch(32)))
-        recon = np.asarray(model.reconstruct(x))
+        x, inputs = _first(model, test_ds, 32)
+        recon = np.asarray(model.reconstruct(inputs))
         pairs = np.stack([np.asarray(x), recon], axis=1).reshape(-1, *x.shape[1:])  # input, reconstruction, ...
         rec_path = out_path.with_name(out_path.stem + "_reconstructions" + out_path.suffix)
         written.append(Path(images.save_grid(pairs, rec_path, ncols=16)))
@@ -287,8 +329,9 @@ def _train(args, cfg, overrides, out: Path, lock: runs.RunLock) -> int:
         keras.utils.set_random_seed(args.seed)
     if args.vqvae is None:
         cfg, overrides = _fit_user_data(args, cfg, overrides)
-    train_ds = _dataset(cfg, "train", args, limit=args.limit)
-    val_ds = _dataset(cfg, _validation_split(cfg), args, limit=args.limit, shuffle=False)
+    labels = bool(getattr(vaezoo.model_info(args.name).builder, "uses_condition", False))  # cvae: (x, y) batches
+    train_ds = _dataset(cfg, "train", args, limit=args.limit, labels=labels)
+    val_ds = _dataset(cfg, _validation_split(cfg), args, limit=args.limit, shuffle=False, labels=labels)
     vqvae = None
     if args.vqvae:  # a prior over codes: train on the codes of a trained VQ-VAE
         vqvae = _load_checkpoint(args.vqvae)
@@ -304,7 +347,8 @@ def _train(args, cfg, overrides, out: Path, lock: runs.RunLock) -> int:
         cfg = vaezoo.get_config(args.name, **overrides)
         train_ds, val_ds = data.codes_dataset(vqvae, train_ds), data.codes_dataset(vqvae, val_ds)
     if "data_shape" in cfg and "data_shape" not in overrides:
-        shape = tuple(train_ds.element_spec.shape[1:])
+        spec = train_ds.element_spec
+        shape = tuple((spec[0] if isinstance(spec, tuple) else spec).shape[1:])  # (images, labels) for cvae
         if tuple(cfg["data_shape"]) != shape:
             print(f"data_shape {tuple(cfg['data_shape'])} -> {shape} to match dataset {cfg['dataset']!r}")
             cfg = vaezoo.get_config(args.name, **overrides, data_shape=list(shape))
@@ -345,7 +389,7 @@ def _train(args, cfg, overrides, out: Path, lock: runs.RunLock) -> int:
         callbacks.append(vaezoo.callbacks.KLWarmup(args.kl_warmup))
     callbacks.append(_ReportResume(checkpoint))
     if vqvae is None:  # images in TensorBoard: samples and reconstructions of 8 validation images
-        examples = next(iter(val_ds.unbatch().batch(8)))
+        _, examples = _first(model, val_ds, 8)
         callbacks.append(vaezoo.callbacks.ImageSummaries(out / "logs" / "images", examples,
                                                          labelled=_labelled_examples(cfg, args)))
     model.fit(train_ds, epochs=cfg["epochs"], validation_data=val_ds, callbacks=callbacks, verbose=args.verbose)
@@ -465,7 +509,7 @@ def cmd_evaluate(args) -> int:
             f"--num-samples estimates log p(x) for continuous-latent models (VAE, BetaVAE, IWAE); "
             f"{type(model).__name__} has discrete codes."
         )
-    ds = _dataset(cfg, args.split, args, limit=args.limit, shuffle=False)
+    ds = _dataset(cfg, args.split, args, limit=args.limit, shuffle=False, labels=_conditional(model))
     results = model.evaluate(ds, return_dict=True, verbose=args.verbose)
     print(f"{args.name} on {cfg['dataset']}:{args.split} (nats per example)")
     for key, value in results.items():
@@ -511,12 +555,17 @@ def cmd_sample(args) -> int:
     cfg = _data_config(args)
     model = _model(args)
     try:
-        test_ds = _dataset(cfg, _validation_split(cfg), args, shuffle=False)
+        test_ds = _dataset(cfg, _validation_split(cfg), args, shuffle=False, labels=_conditional(model))
     except (FileNotFoundError, data.DataError) as exc:
         print(f"no reconstructions: {exc}", file=sys.stderr)
         test_ds = None
+    classes = None
+    if args.labels is not None:
+        if not _conditional(model):
+            raise UsageError(f"--labels picks the classes of a conditional model (cvae); {args.name} ignores labels.")
+        classes = parse_labels(args.labels, model.num_classes)
     prior, prior_source = _prior(args)
-    written = _write_samples(model, Path(args.out), test_ds, args.seed, prior=prior)
+    written = _write_samples(model, Path(args.out), test_ds, args.seed, prior=prior, classes=classes)
     if args.traverse:
         if not hasattr(model, "traverse"):
             raise UsageError(f"--traverse sweeps continuous latents; {type(model).__name__} has discrete codes.")
@@ -663,6 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, checkpoint=True)
     p.add_argument("--out", required=True, help="PNG path; reconstructions go beside it")
     p.add_argument("--prior", metavar="CHECKPOINT", help="VQ-VAE only: its trained prior (`vaezoo train PRIOR --vqvae ...`) to draw the codes")
+    p.add_argument("--labels", metavar="CLASSES",
+                   help="conditional models (cvae): the classes of the sample grid, one row each, e.g. 0-9 or 1,3,5 "
+                        "(default: every class)")
     p.add_argument("--traverse", action="store_true",
                    help="also write OUT_traversal.png: each latent dimension swept from -3 to 3 around a real example")
     p.set_defaults(func=cmd_sample)

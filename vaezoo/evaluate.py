@@ -60,15 +60,32 @@ class LogLikelihood:
         return float(np.std(self.per_example) / math.sqrt(max(len(self.per_example), 1)))
 
 
-def _batches(data, batch_size):
+def _batches(data, batch_size, conditional: bool = False):
+    """Batches of images, or for a conditional model ``{"images", "labels"}`` dicts (from ``(x, y)`` batches of a
+    data set, a dict of arrays or an ``(x, y)`` pair of arrays)."""
     if isinstance(data, tf.data.Dataset):
         for batch in data:
-            x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
+            if conditional and not isinstance(x, dict):
+                if y is None:
+                    raise ValueError("a conditional model's log p(x|y) needs (images, labels) batches "
+                                     "(load the data with labels=True).")
+                x = {"images": x, "labels": y}
             yield x
-    else:
-        array = np.asarray(data)
-        for start in range(0, len(array), batch_size):
-            yield array[start : start + batch_size]
+        return
+    if conditional:
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            data = {"images": data[0], "labels": data[1]}
+        if not isinstance(data, dict):
+            raise ValueError("a conditional model's log p(x|y) needs the labels: pass {'images': x, 'labels': y}, "
+                             "(x, y) arrays or a data set of (images, labels) batches.")
+        arrays = {k: np.asarray(v) for k, v in data.items()}
+        for start in range(0, len(arrays["images"]), batch_size):
+            yield {k: v[start : start + batch_size] for k, v in arrays.items()}
+        return
+    array = np.asarray(data)
+    for start in range(0, len(array), batch_size):
+        yield array[start : start + batch_size]
 
 
 def log_likelihood(
@@ -85,7 +102,9 @@ def log_likelihood(
     Args:
         model: a continuous-latent vaezoo model (one with ``log_weights(x, num_samples, seed)``,
             e.g. :class:`vaezoo.VAE`, :class:`vaezoo.BetaVAE`, :class:`vaezoo.IWAE`).
-        data: a ``tf.data.Dataset`` of batches (or ``(x, y)`` pairs) or an array of examples.
+        data: a ``tf.data.Dataset`` of batches (or ``(x, y)`` pairs) or an array of examples. A conditional
+            model (``uses_condition``, e.g. ``cvae``) gets log p(x|y): ``(images, labels)`` batches, a dict
+            ``{"images": x, "labels": y}`` or an ``(x, y)`` pair of arrays.
         num_samples: S, importance samples per example.
         batch_size: examples per batch when ``data`` is an array.
         chunk_size: samples drawn at once; by default as many as keep
@@ -110,9 +129,9 @@ def log_likelihood(
         return tf.reduce_logsumexp(model.log_weights(x, n, seed=seed_pair), axis=0)
 
     results = []
-    for b, x in enumerate(_batches(data, batch_size)):
-        x = tf.convert_to_tensor(x)
-        rows = int(x.shape[0])
+    for b, x in enumerate(_batches(data, batch_size, getattr(model, "uses_condition", False))):
+        x = tf.nest.map_structure(tf.convert_to_tensor, x)
+        rows = int(tf.nest.flatten(x)[0].shape[0])
         chunk = chunk_size or max(1, min(num_samples, max_chunk_elements // max(rows * num_dims, 1)))
         total = tf.fill([rows], -np.inf)
         drawn, c = 0, 0

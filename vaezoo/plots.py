@@ -52,8 +52,9 @@ def lattice(steps: int) -> np.ndarray:
 
 
 def has_manifold(model) -> bool:
-    """Whether :func:`manifold` applies: a 2-D latent with a Gaussian posterior and the standard normal prior."""
-    return (getattr(model, "latent_dim", None) == 2 and getattr(model, "prior", None) == "normal"
+    """Whether :func:`manifold` applies: a 2-D latent with a Gaussian posterior and the standard normal prior
+    (and no labels to decode under: a conditional model's picture is its class grid)."""
+    return (getattr(model, "latent_dim", None) == 2 and not getattr(model, "uses_condition", False) and getattr(model, "prior", None) == "normal"
             and getattr(model, "posterior", None) == "gaussian" and hasattr(model, "decode"))
 
 
@@ -128,7 +129,8 @@ def codes_and_labels(model, dataset, limit: int = 2000) -> tuple[np.ndarray, np.
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise ValueError("codes_and_labels needs (images, labels) batches (data.load(..., labels=True)).")
         x, y = batch[0], batch[1]
-        codes.append(np.asarray(model.code(x)).reshape(len(y), -1))
+        inputs = {"images": x, "labels": y} if getattr(model, "uses_condition", False) else x  # cvae: q(z|x, y)
+        codes.append(np.asarray(model.code(inputs)).reshape(len(y), -1))
         labels.append(np.asarray(y).reshape(-1))
         seen += len(labels[-1])
         if seen >= limit:

@@ -149,7 +149,8 @@ class BayesianVAE(VAE):
 
     # ---- the decoder under a weight draw ---------------------------------------------------------
 
-    def decoder_parameters(self, z, training=False, seed=None, weights: str = "sample", num_draws: int = 1):
+    def decoder_parameters(self, z, training=False, seed=None, weights: str = "sample", num_draws: int = 1,
+                           condition=None):
         """Raw likelihood parameters for z ``[K, B, latent_dim]`` (or ``[B, latent_dim]``).
 
         ``weights="sample"``: ``num_draws`` draws theta_s ~ q_phi(theta) from ``seed``, the K leading

@@ -237,7 +237,7 @@ class CategoricalVAE(VAE):
         tau = self.temperature_start * tf.exp(-self.temperature_decay * tf.cast(step, tf.float32))
         return tf.maximum(tf.cast(self.temperature_end, tf.float32), tau)
 
-    def prior_log_prob(self, z):
+    def prior_log_prob(self, z, condition=None):
         return self.prior_layer.log_prob(z)  # in log space, floored: no -inf where z underflows
 
     def discrete_kl(self, logits) -> tf.Tensor:

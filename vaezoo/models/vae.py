@@ -202,19 +202,22 @@ class VAE(BaseVAE):
         (``Independent(Normal)`` for the ``gaussian`` posterior)."""
         return self.posterior_layer.distribution(*self.posterior_parameters(x, training=training))
 
-    def posterior_parameters(self, x, training=False) -> tuple:
-        """The parameters of q(z|x), named by ``posterior_layer.parameter_names`` (what :meth:`encode` returns)."""
+    def posterior_parameters(self, x, training=False, condition=None) -> tuple:
+        """The parameters of q(z|x), named by ``posterior_layer.parameter_names`` (what :meth:`encode` returns).
+
+        ``condition``: what a conditional family (``uses_condition``) also conditions on, e.g. one-hot labels
+        ``[B, C]`` (q(z|x, y)); ignored here. The same argument runs through the methods below."""
         return self.posterior_layer.parameters(self.encoder(self.check_inputs(x), training=training))
 
     def _unchecked_posterior_parameters(self, x, training=False):
         # The model's own inputs (a VampPrior's pseudo-inputs), already of the data's shape and range.
         return self.posterior_layer.parameters(self.encoder(x, training=training))
 
-    def prior_distribution(self):
-        """p(z)."""
+    def prior_distribution(self, condition=None):
+        """p(z) (a conditional family's p(z|condition))."""
         return self.prior_layer()
 
-    def likelihood_distribution(self, z, training=False, seed=None):
+    def likelihood_distribution(self, z, training=False, seed=None, condition=None):
         """p(x|z) for z of shape ``[..., latent_dim]``; event shape is ``data_shape``.
 
         ``seed`` (int32[2]) seeds whatever the decoder draws (nothing for a point-estimate decoder)."""
@@ -222,9 +225,9 @@ class VAE(BaseVAE):
         if z.shape.rank is not None and (z.shape.rank < 1 or z.shape[-1] not in (None, self.latent_dim)):
             raise ValueError(f"{self.name} decodes latents of width latent_dim={self.latent_dim} (shape (batch, "
                              f"{self.latent_dim})), got z of shape {tuple(z.shape)}.")
-        return self.likelihood_layer(self.decoder_parameters(z, training=training, seed=seed))
+        return self.likelihood_layer(self.decoder_parameters(z, training=training, seed=seed, condition=condition))
 
-    def decoder_parameters(self, z, training=False, seed=None):
+    def decoder_parameters(self, z, training=False, seed=None, condition=None):
         """The decoder's raw likelihood parameters ``[..., *data_shape]`` for z ``[..., latent_dim]``."""
         lead = tf.shape(z)[:-1]
         params = self.decoder(tf.reshape(z, [-1, self.latent_dim]), training=training)
@@ -232,19 +235,20 @@ class VAE(BaseVAE):
 
     # ---- the bound ---------------------------------------------------------------------------
 
-    def sample_log_probs(self, x, num_samples: int, training=False, seed=None):
+    def sample_log_probs(self, x, num_samples: int, training=False, seed=None, condition=None):
         """Draw z_1..K ~ q(z|x) and return ``(q, log p(x|z_k), log p(z_k), log q(z_k|x))``, each ``[K, B]``.
 
         The samples are reparameterised, or held constant for the score-function estimator. The
         noise eps of example i does not depend on how a batch is split over tf.distribute replicas.
         """
-        q, _, z, log_px, log_pz, log_qz, _ = self._draw(x, num_samples, training=training, seed=seed)
+        q, _, z, log_px, log_pz, log_qz, _ = self._draw(x, num_samples, training=training, seed=seed,
+                                                        condition=condition)
         return q, log_px, log_pz, log_qz
 
-    def _draw(self, x, num_samples: int, training=False, seed=None):
+    def _draw(self, x, num_samples: int, training=False, seed=None, condition=None):
         """:meth:`sample_log_probs` with the posterior's parameters, the samples z ``[K, B, latent_dim]`` and
         the posterior's score correction ``[K, B]`` (None for an exact reparameterisation)."""
-        params = self.posterior_parameters(x, training=training)
+        params = self.posterior_parameters(x, training=training, condition=condition)
         q = self.posterior_layer.distribution(*params)
         seed = self.next_seed(seed)
         noise = self.posterior_noise(num_samples, tf.shape(x)[0], seed)
@@ -255,10 +259,10 @@ class VAE(BaseVAE):
             z = tf.stop_gradient(z)
             log_qz = q.log_prob(z)  # the score: gradient through q's parameters only
         decoder_seed = tf.random.experimental.stateless_fold_in(seed, 1)
-        log_px = self.likelihood_distribution(z, training=training, seed=decoder_seed).log_prob(x)
-        return q, params, z, log_px, self.prior_log_prob(z), log_qz, correction
+        log_px = self.likelihood_distribution(z, training=training, seed=decoder_seed, condition=condition).log_prob(x)
+        return q, params, z, log_px, self.prior_log_prob(z, condition=condition), log_qz, correction
 
-    def prior_log_prob(self, z):
+    def prior_log_prob(self, z, condition=None):
         """log p(z) of samples ``[K, B, latent_dim]``: ``[K, B]``."""
         return self.prior_layer.log_prob(z)
 
@@ -290,8 +294,9 @@ class VAE(BaseVAE):
     def compute_terms(self, x, training=False, seed=None, condition=None):
         x = self.check_inputs(x)
         q, params, z, log_px, log_pz, log_qz, correction = self._draw(x, self.samples_per_example(),
-                                                                      training=training, seed=seed)
-        kl = dl.analytic_kl(q, self.prior_distribution())
+                                                                      training=training, seed=seed,
+                                                                      condition=condition)
+        kl = dl.analytic_kl(q, self.prior_distribution(condition=condition))
         # Per-sample KL terms: the Monte-Carlo KL where there is no closed form (zeros otherwise).
         kl_samples = tf.zeros_like(log_qz) if kl is not None else log_qz - log_pz
         if kl is None:
