@@ -81,7 +81,7 @@ def batch_for(model, n: int = 16, seed: int = 0):
     assert h == w, "sprites are square"
     factors = data.sprite_factors(n, seed=seed)
     images = np.repeat(data.render_sprites(factors, size=h), c, axis=-1)
-    if getattr(model, "uses_condition", False):  # a conditional model: the sprites' shapes as its labels
+    if getattr(model, "uses_condition", False) and hasattr(model, "num_classes"):  # cvae: the shapes as labels
         return {"images": images, "labels": (factors["shape"] % model.num_classes).astype("int32")}
     return images
 
@@ -93,7 +93,7 @@ def images_of(batch):
 
 def labels_of(model, batch) -> dict:
     """``{"labels": ...}`` for a conditional model's batch (keyword arguments of decode and sample), else {}."""
-    return {"labels": batch["labels"]} if getattr(model, "uses_condition", False) else {}
+    return {"labels": batch["labels"]} if isinstance(batch, dict) and "labels" in batch else {}
 
 
 def assert_nested_equal(a, b, **kwargs):
