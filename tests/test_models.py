@@ -1,5 +1,10 @@
 """Every registered model: forward pass, training lowers the loss, XLA, .keras and config round trips."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -79,6 +84,18 @@ XLA_SLOW = {"vq_vae2", "hierarchical_pixelcnn_prior"}
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in XLA_SLOW else n for n in MODELS])
 def test_jit_compile_trains(name):
+    if name in XLA_SLOW and not os.environ.get("VAEZOO_XLA_CHILD"):
+        # XLA's CPU compiler segfaulted on vq_vae2 late in CI's long `pytest -m slow` process (TF 2.21), though the
+        # same check passes alone: run these large compiles in a fresh interpreter, so a crash fails this test
+        # with its output instead of killing the whole run.
+        child = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-m", "slow", "-p", "no:cacheprovider",
+             f"tests/test_models.py::test_jit_compile_trains[{name}]"],
+            cwd=Path(__file__).resolve().parents[1], env={**os.environ, "VAEZOO_XLA_CHILD": "1"},
+            capture_output=True, text=True, timeout=900)
+        assert child.returncode == 0, (child.returncode, child.stdout[-4000:], child.stderr[-4000:])
+        assert "1 passed" in child.stdout, child.stdout[-4000:]
+        return
     # The Monte-Carlo KL path (mixture prior) under XLA as well, where the model has a prior.
     schema = vaezoo.model_info(name).schema
     mixture = "prior" in schema and (schema["prior"].constraint is None or schema["prior"].constraint.accepts("mixture"))
