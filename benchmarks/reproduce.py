@@ -26,7 +26,9 @@ importance samples on a subset of the test or validation images) and, when the b
 the two-layer models, ...) and ``--set KEY=VALUE`` (YAML values, repeatable) changes its config over the
 paper's architecture (a posterior, a prior, a bound's settings); the run's description records the settings.
 ``--kl-warmup STEPS`` anneals the KL weight from 0 to 1 over the first STEPS steps (for the families whose papers
-train that way).
+train that way). ``--init-output-bias`` starts the decoder's output bias at the log-odds of the training mean image,
+as Burda et al.'s code does (``vaezoo.training.init_output_bias``; without it the two-layer models can saturate
+their tanh decoder in the first steps, see docs/results.md).
 
 Reference: Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016 (Table 1 and
 appendix); Larochelle & Murray, AISTATS 2011 (the fixed binarization).
@@ -221,6 +223,8 @@ def run(args) -> dict | None:
         description["paper_nll"] = args.paper_nll
     if args.kl_warmup:  # only when given, as the settings
         description["kl_warmup_steps"] = args.kl_warmup
+    if args.init_output_bias:
+        description["init_output_bias"] = True
     with runs.open_run(out, description):
         if (out / RESULT_FILE).is_file():
             return json.loads((out / RESULT_FILE).read_text())
@@ -230,6 +234,8 @@ def run(args) -> dict | None:
                           binarize=binarize, seed=args.seed, limit=args.limit)
         steps_per_epoch = int(train.cardinality())
         model = build(args)
+        if args.init_output_bias:  # a resumed run then loads its checkpoint over it
+            training.init_output_bias(model, train)
         compile_model(model, steps_per_epoch, args)
         curve_images = load_images(args.dataset, curve_split, args.data_dir, limit=args.curve_examples)
         curve = Curve(out, curve_images, args.curve_every, args.curve_samples, args.budget, curve_split,
@@ -278,6 +284,9 @@ def parser() -> argparse.ArgumentParser:
                    "architecture (YAML; repeatable)")
     p.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS", help="anneal the KL weight from 0 to 1 over "
                    "this many steps (vaezoo.callbacks.KLWarmup; the VampPrior and ladder papers' warm-up)")
+    p.add_argument("--init-output-bias", action="store_true", help="start the decoder's output bias at the "
+                   "log-odds of the training data's mean image, as Burda et al.'s code does "
+                   "(vaezoo.training.init_output_bias)")
     p.add_argument("--paper-nll", type=float, help="the paper's converged NLL for the curve (default: Burda et al.'s "
                    "for vae / iwae)")
     p.add_argument("--k", type=int, default=1, help="samples per example in the training bound")

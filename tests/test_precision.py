@@ -32,8 +32,25 @@ def test_mixed_precision_terms_are_float32_and_close_to_float32(name, policy):
         assert terms[key].dtype == tf.float32, key
         a, b = np.asarray(terms[key]), np.asarray(expected[key])
         assert np.all(np.isfinite(a)), key
-        assert np.max(np.abs(a - b)) <= TOLERANCE[policy] * np.mean(np.abs(b)) + 1e-4, (key, a, b)
+        scale = error_scale(key, expected)
+        assert np.max(np.abs(a - b)) <= TOLERANCE[policy] * scale + 1e-4, (key, scale, a, b)
     assert model.objective(terms).dtype == tf.float32
+
+
+def error_scale(key, terms):
+    """The size a term's 16-bit rounding error is proportional to: the term's own mean magnitude, or, for a KL
+    term of a model that reports its log-densities, the log-densities log q(z) and log p(z) it may subtract.
+
+    A Monte-Carlo KL (the hierarchical models' kl and kl_1 .. kl_L, the flows') is log q(z) - log p(z) at a sample:
+    two numbers of size ~d that nearly cancel, so its rounding error follows them, not the small difference
+    (measured under mixed_bfloat16 over three seeds: up to 4.4% of the mean |kl_2| of vae_2layer and 10% in CI's
+    run of ladder_vae, but at most 0.6% of the log-densities' size, for every model).
+    """
+    scale = float(np.mean(np.abs(np.asarray(terms[key]))))
+    if key.startswith("kl") and "log_qz" in terms and "log_pz" in terms:
+        operands = np.mean(np.abs(np.asarray(terms["log_qz"]))) + np.mean(np.abs(np.asarray(terms["log_pz"])))
+        scale = max(scale, float(operands))
+    return scale
 
 
 # Every model in the slow suite (a trace and 32 steps each); one of each kind by default.
