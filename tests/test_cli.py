@@ -168,3 +168,24 @@ def test_tensorboard_gets_images_every_epoch(trained_run):
                 tags.setdefault(value.tag, set()).add(event.step)
     # The trained run has a 2-D latent (the manifold grid) and labelled sprites (the code scatter).
     assert tags == {"samples": {0, 1}, "reconstructions": {0, 1}, "manifold": {0, 1}, "codes": {0, 1}}
+
+
+def test_train_init_output_bias_is_recorded_and_refused_where_it_cannot_apply(tmp_path, capsys, monkeypatch):
+    seen = []
+    original = training.init_output_bias
+    monkeypatch.setattr(training, "init_output_bias", lambda model, data: seen.append(original(model, data)))
+    argv = ["train", "beta_vae_conv", *TINY, "--epochs", "1", "--limit", "64", "--batch-size", "32",
+            "--out", str(tmp_path / "run"), "--seed", "0", "--verbose", "0", "--init-output-bias"]
+    assert cli.main(argv) == 0
+    assert len(seen) == 1 and seen[0].shape == (1,)  # the conv decoder: one bias for the one channel
+    import json
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["args"]["init_output_bias"] is True
+    # Resuming without the flag is another run: refused, naming the difference.
+    assert cli.main([*argv[:-1], "--epochs", "2"]) == 2
+    assert "init_output_bias" in capsys.readouterr().err
+    assert cli.main(["train", "beta_vae_conv", "--pretrained", "--init-output-bias", "--out", str(tmp_path / "p")]) == 2
+    assert "does not combine with --pretrained" in capsys.readouterr().err
+    assert cli.main(["train", "vae", "--dataset", "sprites", "--set", "likelihood=continuous_bernoulli",
+                     "--init-output-bias", "--epochs", "1", "--limit", "32", "--out", str(tmp_path / "cb")]) == 2
+    assert "--init-output-bias" in capsys.readouterr().err

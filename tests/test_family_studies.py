@@ -77,6 +77,7 @@ def test_inference_table_trains_its_rows_with_their_settings_and_reports(tmp_pat
     two = json.loads((tmp_path / "runs" / "iwae_2layer_k5" / "result.json").read_text())
     assert two["model"] == "iwae_2layer" and two["k"] == 5 and two["paper_nll"] == 83.89
     assert "latent_dim" not in two["architecture"]  # its own two-layer architecture
+    assert two["init_output_bias"] is True and "init_output_bias" not in iaf  # Burda et al.'s bias: two-layer rows
     warm = json.loads((tmp_path / "runs" / "vae_warmup" / "description.json").read_text())
     assert warm["kl_warmup_steps"] == 1  # 10% of the one step of 100 images, at least one step
     assert "kl_warmup_steps" not in iaf

@@ -262,7 +262,8 @@ def _run_description(args, cfg) -> dict[str, Any]:
     return {"model": args.name,
             "config": yaml.safe_load(_config_yaml(cfg)),
             "args": {"limit": args.limit, "kl_warmup": args.kl_warmup or 0, "vqvae": args.vqvae,
-                     **({"pretrained": _pretrained_key(args)} if args.pretrained is not None else {})}}
+                     **({"pretrained": _pretrained_key(args)} if args.pretrained is not None else {}),
+                     **({"init_output_bias": True} if args.init_output_bias else {})}}
 
 
 def _pretrained_key(args) -> str | None:
@@ -304,6 +305,9 @@ def _existing_run(out: Path) -> dict | None:
 
 
 def cmd_train(args) -> int:
+    if args.init_output_bias and (args.pretrained is not None or args.vqvae):
+        raise UsageError("--init-output-bias starts a new decoder at the data's mean image; it does not combine with "
+                         f"{'--pretrained' if args.pretrained is not None else '--vqvae'} (those weights come trained).")
     overrides = _overrides(args)
     if args.pretrained is not None:  # fine-tune: the architecture and data the weights were trained with
         overrides = {**_pretrained_defaults(args), **overrides}
@@ -377,6 +381,11 @@ def _train(args, cfg, overrides, out: Path, lock: runs.RunLock) -> int:
 
     with strategy.scope():
         model = training.compile_model(vaezoo.get(args.name, pretrained=args.pretrained or False, **cfg), cfg)
+    if args.init_output_bias:  # a resumed run loads its checkpoint over it
+        try:
+            training.init_output_bias(model, train_ds)
+        except ValueError as e:
+            raise UsageError(f"--init-output-bias: {e}") from None
 
     def write_config(folder):
         fileio.atomic_write_text(folder / runs.CONFIG_FILE, _config_yaml(cfg))
@@ -689,6 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="anneal the KL weight over STEPS")
     p.add_argument("--pretrained", nargs="?", const=True, metavar="TAG",
                    help="start from the shipped pretrained weights of NAME (its default tag, or TAG) and train on")
+    p.add_argument("--init-output-bias", action="store_true",
+                   help="start the decoder's output bias at the training data's mean image (the log-odds for a "
+                        "Bernoulli likelihood), as Burda et al. do; helps tanh MLPs and two-layer models")
     p.add_argument("--vqvae", metavar="CHECKPOINT",
                    help="for a prior over codes (pixelcnn_prior for vq_vae, hierarchical_pixelcnn_prior for "
                         "vq_vae2): the trained VQ-VAE whose codes it learns")
