@@ -53,7 +53,8 @@ def tiny_overrides(name: str) -> dict:
               "hidden_channels": 8, "residual_channels": 4, "residual_blocks": 1, "num_codes": 8, "code_dim": 4,
               "channels": 8, "num_blocks": 2, "top_shape": [4, 4], "bottom_shape": [8, 8],
               "discriminator_units": [16, 16], "num_categorical": 2, "num_classes": 2,
-              "num_flows": 2, "flow_hidden_units": [8], "prior_flows": 1, "num_pseudo_inputs": 4, "num_groups": 2}
+              "num_flows": 2, "flow_hidden_units": [8], "prior_flows": 1, "num_pseudo_inputs": 4, "num_groups": 2,
+              "classifier_units": [16]}
     if "latent_dims" in schema:  # several stochastic layers: one list of widths per layer
         shrink = {**shrink, "latent_dims": [4, 2], "hidden_units": [[16], [8]]}
     return {k: v for k, v in shrink.items() if k in schema}

@@ -185,3 +185,36 @@ def test_idx_reader_checks_the_header(tmp_path):
         f.write((2051).to_bytes(4, "big") + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\0" * 100)
     with pytest.raises(ValueError, match="truncated"):
         data.read_idx(short)
+
+
+def _grey_by_label(n=400, classes=4, seed=0):
+    """Images whose grey level encodes their label: a constant (y + 1) / (classes + 1) over 28 x 28 pixels, so a
+    dynamically binarized copy still tells its label by its mean (784 Bernoulli draws: sd < 0.018, levels 0.2
+    apart: a misread is a 5.5-sd event)."""
+    y = np.random.default_rng(seed).integers(0, classes, n)
+    x = np.broadcast_to(((y + 1) / (classes + 1))[:, None, None, None], (n, 28, 28, 1)).astype("float32")
+    return x, y
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "none"])
+def test_labels_stay_with_their_images_through_shuffling_and_binarization(binarize):
+    x, y = _grey_by_label()
+    ds = data.load((x, y), split="all", batch_size=32, labels=True, shuffle=True, binarize=binarize, seed=0)
+    for _ in range(2):  # two epochs: each reshuffles
+        for images, labels in ds:
+            told = np.rint(images.numpy().mean(axis=(1, 2, 3)) * 5 - 1).astype(int)
+            np.testing.assert_array_equal(told, labels.numpy())
+
+
+def test_semi_supervised_batches_keep_their_labelled_images_labels():
+    x, y = _grey_by_label(n=600)
+    ds = data.semi_supervised((x, y), num_labels=48, batch_size=40, seed=0, binarize="dynamic")
+    labelled_seen = 0
+    for images, labels in ds.take(12):
+        labels = labels.numpy()
+        told = np.rint(images.numpy().mean(axis=(1, 2, 3)) * 5 - 1).astype(int)
+        mask = labels >= 0
+        np.testing.assert_array_equal(told[mask], labels[mask])
+        labelled_seen += mask.sum()
+        assert mask.sum() == 4 and (labels[~mask] == data.UNLABELED).all()
+    assert labelled_seen == 48  # 12 batches of 4: the 48 labels

@@ -147,6 +147,7 @@ def test_saved_model_signatures_match_the_keras_model(name, exported):
     assert list(expected)[0] == "serving_default"
     if isinstance(model, vaezoo.VAE):
         extra = {"sample_weights"} if isinstance(model, vaezoo.BayesianVAE) else set()  # a seed: reproducible
+        extra |= {"classify"} if isinstance(model, vaezoo.models.M2) else set()  # q(y|x) of the semi-supervised M2
         assert set(expected) == {"serving_default", "encode", "decode", "sample", "sample_from_noise", "elbo", *extra}
     outputs = np.load(root / f"{name}_out.npz")
     for sig, (inputs, want) in expected.items():

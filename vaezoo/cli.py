@@ -334,7 +334,18 @@ def _train(args, cfg, overrides, out: Path, lock: runs.RunLock) -> int:
     if args.vqvae is None:
         cfg, overrides = _fit_user_data(args, cfg, overrides)
     labels = bool(getattr(vaezoo.model_info(args.name).builder, "uses_condition", False))  # cvae: (x, y) batches
-    train_ds = _dataset(cfg, "train", args, limit=args.limit, labels=labels)
+    if labels and cfg.get("num_labels"):  # m2: a few labelled examples beside the unlabelled rest
+        if args.limit:
+            raise UsageError(f"--limit does not combine with num_labels={cfg['num_labels']} (the labelled examples "
+                             "are drawn from the whole training split); use --set num_labels=0 to train on every "
+                             "label, or a smaller data set.")
+        train_ds = data.semi_supervised(cfg["dataset"], cfg["num_labels"], batch_size=cfg["batch_size"],
+                                        seed=args.seed, data_dir=args.data_dir, binarize=cfg["binarize"],
+                                        image_size=cfg.get("image_size"), color_mode=cfg.get("color_mode"),
+                                        validation_split=cfg.get("validation_split",
+                                                                 data.sources.DEFAULT_VALIDATION_SPLIT))
+    else:
+        train_ds = _dataset(cfg, "train", args, limit=args.limit, labels=labels)
     val_ds = _dataset(cfg, _validation_split(cfg), args, limit=args.limit, shuffle=False, labels=labels)
     vqvae = None
     if args.vqvae:  # a prior over codes: train on the codes of a trained VQ-VAE

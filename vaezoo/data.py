@@ -413,7 +413,8 @@ def dynamic_binarize(ds: tf.data.Dataset, seed: int | None = None, fixed: bool =
     ``fixed=True`` (evaluation): the same draw on every pass, from the stateless seeds
     ``(seed, batch index)`` alone, so ``seed`` pins one set of binary images whatever the global
     seed (``keras.utils.set_random_seed``) is. Works on single images or whole batches (one
-    vectorised draw per batch is much faster).
+    vectorised draw per batch is much faster), and on ``(images, labels, ...)`` elements, whose other parts
+    pass unchanged beside the binarized images.
     """
     if fixed:
         if seed is None:
@@ -422,8 +423,15 @@ def dynamic_binarize(ds: tf.data.Dataset, seed: int | None = None, fixed: bool =
     else:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
-    def draw(x, s):
+    def binary(x, s):
         return tf.cast(tf.random.stateless_uniform(tf.shape(x), seed=s) < x, x.dtype)
+
+    def draw(element, s):
+        # (images, labels, ...) elements keep their other parts beside the binarized images, in one pass: two
+        # passes over a reshuffling pipeline (one for the images, one for the labels) would pair them wrongly.
+        if isinstance(element, tuple):
+            return (binary(element[0], s), *element[1:])
+        return binary(element, s)
 
     return tf.data.Dataset.zip(ds, seeds).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -443,11 +451,7 @@ def _finish(ds, binarize, seed, shuffle=True, labels=False):
     if binarize == "dynamic":
         # An unshuffled split with a seed (a test set) is binarized once: the same images on every pass.
         fixed = not shuffle and seed is not None
-        if labels:
-            images = dynamic_binarize(ds.map(lambda x, y: x), seed=seed, fixed=fixed)
-            ds = tf.data.Dataset.zip(images, ds.map(lambda x, y: y))
-        else:
-            ds = dynamic_binarize(ds, seed=seed, fixed=fixed)
+        ds = dynamic_binarize(ds, seed=seed, fixed=fixed)  # (images, labels) pairs stay together
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 

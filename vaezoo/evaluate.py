@@ -83,7 +83,7 @@ def _batches(data, batch_size, conditional: bool = False):
         for start in range(0, len(arrays["images"]), batch_size):
             yield {k: v[start : start + batch_size] for k, v in arrays.items()}
         return
-    array = np.asarray(data)
+    array = np.asarray(data["images"] if isinstance(data, dict) and "images" in data else data)
     for start in range(0, len(array), batch_size):
         yield array[start : start + batch_size]
 
@@ -104,7 +104,8 @@ def log_likelihood(
             e.g. :class:`vaezoo.VAE`, :class:`vaezoo.BetaVAE`, :class:`vaezoo.IWAE`).
         data: a ``tf.data.Dataset`` of batches (or ``(x, y)`` pairs) or an array of examples. A conditional
             model (``uses_condition``, e.g. ``cvae``) gets log p(x|y): ``(images, labels)`` batches, a dict
-            ``{"images": x, "labels": y}`` or an ``(x, y)`` pair of arrays.
+            ``{"images": x, "labels": y}`` or an ``(x, y)`` pair of arrays. A model whose labels are a latent
+            variable (``labels_optional``: ``m2``) gets the marginal log p(x) of the images; labels are ignored.
         num_samples: S, importance samples per example.
         batch_size: examples per batch when ``data`` is an array.
         chunk_size: samples drawn at once; by default as many as keep
@@ -129,7 +130,10 @@ def log_likelihood(
         return tf.reduce_logsumexp(model.log_weights(x, n, seed=seed_pair), axis=0)
 
     results = []
-    for b, x in enumerate(_batches(data, batch_size, getattr(model, "uses_condition", False))):
+    # A model whose labels may be missing (``labels_optional``: the semi-supervised m2) estimates the marginal
+    # log p(x) from images alone.
+    conditional = getattr(model, "uses_condition", False) and not getattr(model, "labels_optional", False)
+    for b, x in enumerate(_batches(data, batch_size, conditional)):
         x = tf.nest.map_structure(tf.convert_to_tensor, x)
         rows = int(tf.nest.flatten(x)[0].shape[0])
         chunk = chunk_size or max(1, min(num_samples, max_chunk_elements // max(rows * num_dims, 1)))

@@ -3,6 +3,7 @@
 from vaezoo.models.base import BaseVAE
 from vaezoo.models.vae import VAE, BetaVAE
 from vaezoo.models.conditional import CVAE
+from vaezoo.models.semi_supervised import M2
 from vaezoo.models.iwae import CIWAE, IWAE, MIWAE, PIWAE, RWS
 from vaezoo.models.hierarchical import HierarchicalVAE
 from vaezoo.models.bayesian_vae import BayesianVAE
@@ -16,4 +17,4 @@ from vaezoo.models.vqvae import VQVAE
 from vaezoo.models.vqvae2 import VQVAE2
 from vaezoo.models.pixelcnn import HierarchicalPixelCNNPrior, PixelCNNPrior
 
-__all__ = ["BaseVAE", "BayesianVAE", "VAE", "BetaVAE", "CVAE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "RWS", "HierarchicalVAE", "FactorVAE", "BetaTCVAE", "DIPVAE", "InfoVAE", "WAEMMD", "CategoricalVAE", "HypersphericalVAE", "VQVAE", "VQVAE2", "PixelCNNPrior", "HierarchicalPixelCNNPrior"]
+__all__ = ["BaseVAE", "BayesianVAE", "VAE", "BetaVAE", "CVAE", "M2", "IWAE", "MIWAE", "CIWAE", "PIWAE", "RWS", "HierarchicalVAE", "FactorVAE", "BetaTCVAE", "DIPVAE", "InfoVAE", "WAEMMD", "CategoricalVAE", "HypersphericalVAE", "VQVAE", "VQVAE2", "PixelCNNPrior", "HierarchicalPixelCNNPrior"]
