@@ -46,3 +46,19 @@ def test_per_round_summary():
     summary = throughput.per_round_summary([1.5, 1.2, 1.8])
     assert (summary["median"], summary["min"], summary["max"]) == (1.5, 1.2, 1.8)
     assert summary["rounds"] == [1.5, 1.2, 1.8]
+
+
+def test_output_bias_benchmark_reports_saturation_with_and_without_the_init(data_dir, capsys):
+    import json
+
+    import output_bias
+
+    assert output_bias.main(["--steps", "3", "3", "--data-dir", str(data_dir)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("without_init", "with_init"):
+        rows = result[key]
+        assert [r["steps"] for r in rows] == [0, 3, 6]
+        assert all(0.0 <= r["saturated"] <= 1.0 and r["output_spread"] >= 0.0 for r in rows)
+        assert all(np.isfinite(r["reconstruction"]) for r in rows[1:])
+    # The init starts the decoder at the mean image: its first steps reconstruct far better.
+    assert result["with_init"][1]["reconstruction"] < result["without_init"][1]["reconstruction"]
