@@ -114,13 +114,17 @@ def add_run(args) -> None:
     settings = description.get("settings", {})  # a posterior, prior or bound set over the architecture
     command = (f"python benchmarks/reproduce.py --model {description['model']} --k {description['k']} --dataset "
                f"{description['dataset']} --budget {description['budget']} --batch-size {description['batch_size']}"
-               + "".join(f" --set {k}={shlex.quote(json.dumps(v))}" for k, v in settings.items()))
+               + "".join(f" --set {k}={shlex.quote(json.dumps(v))}" for k, v in settings.items())
+               + (f" --kl-warmup {description['kl_warmup_steps']}" if description.get("kl_warmup_steps") else "")
+               + (" --init-output-bias" if description.get("init_output_bias") else ""))
     config = {**reproduce.architecture(description["model"]), **settings}
     config.update(num_samples=description["k"], seed=description["seed"])
     entry = pretrained.add(model, args.tag, config=config, dataset=dataset, schedule=schedule,
                            epochs=description["budget"], metric=metric, check=check, folder=args.zoo,
                            default=args.default, command=command,
-                           notes=f"Burda et al. 2016 report {description['paper_nll']} nats (3280 epochs).")
+                           notes=(f"The paper reports {description['paper_nll']} nats at convergence (Burda et al. 2016: "
+                                  "3280 epochs)." if description.get("paper_nll") is not None else
+                                  "No paper figure for this network: docs/results.md, richer inference table."))
     print(json.dumps({entry.key: {"metric": entry.metric["value"], "check": entry.check["value"],
                                   "bytes": entry.bytes}}))
 
