@@ -36,7 +36,7 @@ from vaezoo import data, evaluate, fileio, runs, training  # noqa: E402
 from vaezoo import images as zimages  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reproduce import TEST_BINARIZATION_SEED, TimeLimit  # noqa: E402
+from reproduce import TEST_BINARIZATION_SEED, TimeLimit, settings  # noqa: E402
 
 PAPER_ERROR = {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92}  # Kingma et al. 2014, Table 1, M2 (percent)
 CURVE_FILE, RESULT_FILE = "curve.json", "result.json"
@@ -147,18 +147,6 @@ def labelled_images(args, indices):
     xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
     x, y = np.concatenate(xs), np.concatenate(ys)
     return x[indices], y[indices]
-
-
-def settings(args) -> dict:
-    import yaml
-
-    out = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def model_config(args) -> dict:

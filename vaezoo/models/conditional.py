@@ -173,13 +173,21 @@ class CVAE(VAE):
         super()._check_first_batch(x)
         if isinstance(x, tf.data.Dataset):
             for batch in x.take(1):
-                self.split_inputs(self._unpack(batch), self._condition(batch))
+                self._validate_inputs(self._unpack(batch), self._condition(batch))
         elif isinstance(x, dict):
-            self.split_inputs(x)
+            self._validate_inputs(x)
+
+    def _validate_inputs(self, inputs, labels=None):
+        """Raise, naming the problem, if ``inputs`` (and ``labels``) are not what the model takes."""
+        self.split_inputs(inputs, labels)
+
+    def _checked_labels(self, labels) -> tf.Tensor:
+        """The labels as the model reads them (raises naming a bad value): here rows of class probabilities."""
+        return self.label_vector(labels)
 
     def _check_labels_of(self, x, y):
         if y is not None and not isinstance(x, tf.data.Dataset):
-            y = self.label_vector(y)
+            y = self._checked_labels(y)
             n = len(x["images"] if isinstance(x, dict) else x)
             if n != y.shape[0]:
                 raise ValueError(f"{self.name} got {n} images but {y.shape[0]} labels; give one label per example.")

@@ -173,21 +173,11 @@ class M2(CVAE):
             y = x["labels"]
         return None if y is None else self.label_ids(y)
 
-    def _check_first_batch(self, x):
-        VAE._check_first_batch(self, x)
-        if isinstance(x, tf.data.Dataset):
-            for batch in x.take(1):
-                self._labels_of(self._unpack(batch), self._condition(batch))
-        elif isinstance(x, dict):
-            self._labels_of(x)
+    def _validate_inputs(self, inputs, labels=None):
+        self._labels_of(inputs, labels)
 
-    def _check_labels_of(self, x, y):
-        if y is not None and not isinstance(x, tf.data.Dataset):
-            y = self.label_ids(y)
-            n = len(x["images"] if isinstance(x, dict) else x)
-            if n != y.shape[0]:
-                raise ValueError(f"{self.name} got {n} images but {y.shape[0]} labels; give one label per example "
-                                 f"({UNLABELED} for an unlabelled one).")
+    def _checked_labels(self, labels) -> tf.Tensor:
+        return self.label_ids(labels)
 
     # ---- the classifier ----------------------------------------------------------------------
 
