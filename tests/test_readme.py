@@ -30,7 +30,8 @@ def blocks() -> list[tuple[int, str, str | None]]:
 def shorten(code: str, data_dir: Path) -> str:
     """The README's run lengths, made short for a test (what is replaced is listed here, nothing else)."""
     for old, new in (('"../shared/data"', repr(str(data_dir))), ("epochs=10", "epochs=1"),
-                     ("num_samples=5000", "num_samples=20")):
+                     ("num_samples=5000", "num_samples=20"),
+                     ("num_samples=10_000", "num_samples=500")):
         code = code.replace(old, new)
     return code
 

@@ -522,6 +522,8 @@ def _data_config(args) -> dict[str, Any]:
 def cmd_evaluate(args) -> int:
     if args.metrics:
         return _evaluate_disentanglement(args)
+    if args.samples:
+        return _evaluate_samples(args)
     cfg = _data_config(args)
     model = _model(args)
     if args.num_samples and not hasattr(model, "log_weights"):
@@ -539,6 +541,31 @@ def cmd_evaluate(args) -> int:
         print(f"  {'log p(x)':>15s}: {ll.mean:.4f}  (importance sampled, {args.num_samples} samples)")
         print(f"  {'NLL':>15s}: {ll.nll:.4f} +- {ll.standard_error:.4f}")
         print(f"  {'bits/dim':>15s}: {ll.bits_per_dim:.4f}")
+    return 0
+
+
+def _evaluate_samples(args) -> int:
+    """``evaluate --samples N``: FID, KID, precision and recall of N samples against the split's images."""
+    from vaezoo import metrics
+
+    cfg = _data_config(args)
+    classifier = args.classifier or metrics.default_classifier(cfg["dataset"])
+    extractor = metrics.FeatureExtractor(classifier)
+    model = _model(args)
+    if tuple(model.data_shape) != extractor.data_shape:
+        raise UsageError(f"the {classifier} classifier reads {extractor.data_shape} images; {args.name} draws "
+                         f"{tuple(model.data_shape)} (pick another with --classifier: "
+                         f"{', '.join(metrics.classifier_names())}).")
+    real = _dataset({**cfg, "binarize": "none"}, args.split, args, limit=args.limit, shuffle=False)
+    real = np.concatenate([np.asarray(keras.utils.unpack_x_y_sample_weight(b)[0]) for b in real])
+    prior, prior_source = _prior(args)
+    start = time.monotonic()
+    quality = metrics.model_sample_quality(model, real, num_samples=args.samples, classifier=extractor,
+                                           seed=args.seed or 0, prior=prior)
+    where = f", codes from {prior_source}" if prior is not None else ""
+    print(f"{args.name}: {args.samples} samples{where} against {len(real)} images of {cfg['dataset']}:{args.split} "
+          f"(features of the {classifier} classifier; {time.monotonic() - start:.0f} s)")
+    print(f"  {metrics.describe(quality)}")
     return 0
 
 
@@ -729,6 +756,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--metrics: images with known factors (sprites_grid: vaezoo's own, at the model's size)")
     p.add_argument("--num-examples", type=_positive_int, default=10_000,
                    help="--metrics: examples drawn for mig, sap, dci and modularity (default 10000)")
+    p.add_argument("--samples", type=_positive_int, metavar="N",
+                   help="instead: sample quality of N samples (FID, KID, precision, recall) against the split's "
+                        "images, in a small classifier's feature space (e.g. 10000)")
+    p.add_argument("--classifier", metavar="NAME",
+                   help="--samples: the feature classifier (default: the data set's, e.g. mnist, sprites)")
+    p.add_argument("--prior", metavar="CHECKPOINT",
+                   help="--samples of a VQ-VAE: its trained prior to draw the codes (with --pretrained: the shipped one)")
     p.set_defaults(func=cmd_evaluate)
 
     p = add_parser("sample", help="PNG grids of samples and reconstructions")

@@ -1,0 +1,127 @@
+"""The generation table: FID, KID, precision and recall of every shipped model's samples (``vaezoo.metrics``).
+
+For each shipped pretrained model (``vaezoo.list_pretrained()``; the priors over codes are measured through the
+VQ-VAE they sample for), ``--num-samples`` images from ``model.sample`` (the means E[x|z] at prior codes; a
+VQ-VAE's codes from its shipped prior) are compared with the real test images of its data in the feature space
+of the data set's shipped classifier: the 10,000 grey MNIST test images for every MNIST model (the fixed-binarized
+ones too, so that all MNIST rows share one reference), the 2,000 test sprites for the sprites model. The first rows
+are the floors: as many real training images against the same test images.
+
+    python benchmarks/sample_quality.py --out docs/sample_quality --data-dir ../shared/data
+    python benchmarks/sample_quality.py --only vae.mnist_dynamic --num-samples 2000 --out /tmp/q   # a quick look
+
+Writes ``summary.json`` (every figure, the settings and the seconds per row) and ``table.md``; rows already in
+``summary.json`` are kept (``--only`` adds or replaces rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import vaezoo  # noqa: E402
+from vaezoo import data, fileio, images, metrics  # noqa: E402
+
+#: Shipped models that are priors over another model's codes, measured through that model.
+PRIORS = {"pixelcnn_prior", "hierarchical_pixelcnn_prior"}
+
+
+def real_sets(data_dir, num_samples: int) -> dict[str, dict]:
+    """Per classifier: the real test images and a floor set of training images (as many as the samples)."""
+    rng = np.random.default_rng(0)
+    test, _ = data.mnist_arrays("test", data_dir)
+    train, _ = data.mnist_arrays("train", data_dir)
+    sprites_test, _ = data.sprites_arrays("test")
+    sprites_train, _ = data.sprites_arrays("train")
+    return {
+        "mnist": {"real": test, "real_name": "MNIST test (10,000, grey)",
+                  "floor": train[rng.choice(len(train), min(num_samples, len(train)), replace=False)],
+                  "floor_name": "MNIST train images"},
+        "sprites": {"real": np.asarray(sprites_test), "real_name": "sprites test (2,000)",
+                    "floor": np.asarray(sprites_train)[rng.choice(len(sprites_train), min(num_samples, 2000),
+                                                                   replace=False)],
+                    "floor_name": "sprites train images"},
+    }
+
+
+def row(name, quality, seconds, **extra) -> dict:
+    return {"model": name, **quality.as_dict(), "seconds": round(seconds, 1), **extra}
+
+
+def table(rows: list[dict], num_samples: int) -> str:
+    lines = [f"| model | reference | FID | KID (x1000) | precision | recall | samples |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['reference']} | {r['fid']:.2f} | {1000 * r['kid']:.2f} +- "
+                     f"{1000 * r['kid_standard_error']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | "
+                     f"{r['num_generated']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="docs/sample_quality")
+    p.add_argument("--data-dir", default=os.environ.get("VAEZOO_DATA_DIR"))
+    p.add_argument("--num-samples", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", nargs="+", help="these pretrained keys (and the floors)")
+    p.add_argument("--grids", action="store_true", help="also write a 64-sample grid per model (OUT/NAME.png)")
+    args = p.parse_args(argv)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary_path = out / "summary.json"
+    previous = json.loads(summary_path.read_text())["rows"] if summary_path.exists() else []
+    rows = {r["model"]: r for r in previous}
+    sets = real_sets(args.data_dir, args.num_samples)
+    extractors = {name: metrics.FeatureExtractor(name) for name in sets}
+    features = {name: extractors[name](s["real"]) for name, s in sets.items()}
+
+    for name, s in sets.items():
+        start = time.monotonic()
+        quality = metrics.sample_quality(s["floor"], s["real"], classifier=extractors[name],
+                                         real_features=features[name], seed=args.seed)
+        rows[f"floor: {s['floor_name']}"] = row(f"floor: {s['floor_name']}", quality, time.monotonic() - start,
+                                                reference=s["real_name"], floor=True)
+        print(f"floor {name}: {metrics.describe(quality)}", flush=True)
+
+    keys = args.only or [k for k in vaezoo.list_pretrained() if k.split(".")[0] not in PRIORS]
+    for key in keys:
+        entry = vaezoo.pretrained_info(key)
+        classifier = metrics.default_classifier(entry.metric["data"]["name"])
+        model = vaezoo.get(key, pretrained=True)
+        prior = vaezoo.get(entry.prior, pretrained=True) if entry.prior else None
+        start = time.monotonic()
+        generated = metrics.draw_samples(model, args.num_samples, seed=args.seed, prior=prior)
+        sampling = time.monotonic() - start
+        quality = metrics.sample_quality(generated, sets[classifier]["real"], classifier=extractors[classifier],
+                                         real_features=features[classifier], seed=args.seed)
+        rows[key] = row(key, quality, time.monotonic() - start, reference=sets[classifier]["real_name"],
+                        sampling_seconds=round(sampling, 1), prior=entry.prior)
+        if args.grids:
+            images.save_grid(generated[:64], out / f"{key}.png")
+        print(f"{key}: {metrics.describe(quality)} ({time.monotonic() - start:.0f} s)", flush=True)
+
+    ordered = sorted(rows.values(), key=lambda r: (not r.get("floor", False), r["model"]))
+    settings = {"num_samples": args.num_samples, "seed": args.seed, "k": 3, "kid_blocks": 10,
+                "samples": "model.sample: E[x|z] at prior codes (a VQ-VAE's codes from its shipped prior)",
+                "classifiers": {n: {k: metrics.classifier_info(n)[k] for k in ("sha256", "test_accuracy")}
+                                for n in sets},
+                "command": "python benchmarks/sample_quality.py " + " ".join(
+                    a for a in (argv or sys.argv[1:]) if not a.startswith("--data-dir") and a != args.data_dir)}
+    fileio.atomic_write_text(summary_path, json.dumps({"settings": settings, "rows": ordered}, indent=1) + "\n")
+    fileio.atomic_write_text(out / "table.md", table(ordered, args.num_samples))
+    print(f"wrote {summary_path} and {out / 'table.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
