@@ -57,7 +57,7 @@ def row(name, quality, seconds, **extra) -> dict:
 
 
 def table(rows: list[dict], num_samples: int) -> str:
-    lines = [f"| model | reference | FID | KID (x1000) | precision | recall | samples |",
+    lines = ["| model | reference | FID | KID | precision | recall | samples |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['reference']} | {r['fid']:.2f} | {1000 * r['kid']:.2f} +- "
