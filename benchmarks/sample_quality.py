@@ -60,8 +60,8 @@ def table(rows: list[dict], num_samples: int) -> str:
     lines = ["| model | reference | FID | KID | precision | recall | samples |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['reference']} | {r['fid']:.2f} | {1000 * r['kid']:.2f} +- "
-                     f"{1000 * r['kid_standard_error']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | "
+        lines.append(f"| {r['model']} | {r['reference']} | {r['fid']:.2f} | {r['kid']:.2f} +- "
+                     f"{r['kid_standard_error']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | "
                      f"{r['num_generated']} |")
     return "\n".join(lines) + "\n"
 
@@ -74,11 +74,16 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", nargs="+", help="these pretrained keys (and the floors)")
     p.add_argument("--grids", action="store_true", help="also write a 64-sample grid per model (OUT/NAME.png)")
+    p.add_argument("--table-only", action="store_true", help="rewrite table.md from summary.json")
     args = p.parse_args(argv)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / "summary.json"
+    if args.table_only:
+        fileio.atomic_write_text(out / "table.md", table(json.loads(summary_path.read_text())["rows"],
+                                                         args.num_samples))
+        return 0
     previous = json.loads(summary_path.read_text())["rows"] if summary_path.exists() else []
     rows = {r["model"]: r for r in previous}
     sets = real_sets(args.data_dir, args.num_samples)
