@@ -38,7 +38,7 @@ from vaezoo import config as cfg
 from vaezoo import distribute
 from vaezoo import flows  # noqa: F401  (registers the flow posteriors and prior before the schema below reads them)
 from vaezoo import layers as dl
-from vaezoo import networks
+from vaezoo import networks, samplers
 from vaezoo.models.base import BaseVAE
 from vaezoo.registry import register_model
 
@@ -173,6 +173,9 @@ class VAE(BaseVAE):
         self.score_baseline = self.add_weight(
             name="score_baseline", shape=(), initializer="zeros", trainable=False, dtype="float32"
         )
+        # An ex-post sampler fitted after training (vaezoo.samplers.fit_sampler), or None.
+        self.ex_post_sampler = None
+        self.ex_post_sampler_kind = None
         self.build((None, *self.data_shape))
 
     def make_decoder(self):
@@ -408,13 +411,52 @@ class VAE(BaseVAE):
         images = self.decode(z.reshape(-1, self.latent_dim))
         return np.asarray(images).reshape(self.latent_dim, steps, *self.data_shape)
 
-    def sample(self, n: int, seed=None, mean: bool = True):
-        """``n`` samples: z ~ p(z), then E[x|z] (``mean=True``) or x ~ p(x|z)."""
+    def sample(self, n: int, seed=None, mean: bool = True, sampler: str = "prior"):
+        """``n`` samples: z ~ p(z), then E[x|z] (``mean=True``) or x ~ p(x|z).
+
+        ``sampler="gmm"`` or ``"flow"`` draws z from the model's ex-post sampler instead of the prior (a density
+        fitted to the training codes by :func:`vaezoo.samplers.fit_sampler`)."""
         n = self.check_count(n)
         seed = self.next_seed(seed)
-        z = self.prior_layer.from_noise(**self.prior_layer.draw_noise(n, seed))
+        source = self.sampler_layer(sampler)
+        z = source.from_noise(**source.draw_noise(n, seed))
         px = self.likelihood_distribution(z)
         return px.mean() if mean else px.sample(seed=tf.reverse(seed, [0]))
+
+    def attach_sampler(self, layer, kind: str) -> None:
+        """Make ``layer`` (a fitted density over z of the ``Prior`` interface) the model's ex-post sampler of
+        ``kind``; :func:`vaezoo.samplers.fit_sampler` calls it. It is saved and exported with the model."""
+        if kind not in samplers.KINDS:
+            raise samplers.SamplerError(f"Unknown ex-post sampler {kind!r}; valid choices: {', '.join(samplers.KINDS)}.")
+        if layer.latent_dim != self.latent_dim:
+            raise samplers.SamplerError(f"the sampler draws {layer.latent_dim}-dimensional codes; {self.name} decodes "
+                                        f"{self.latent_dim}.")
+        layer.trainable = False  # fitted, not trained with the model
+        # The model's state is locked once built; add the sampler (replacing an earlier one) as Keras' own
+        # post-build additions do (Layer.quantize), so that it is tracked, saved and loaded.
+        was_locked = self._tracker.locked
+        self._tracker.unlock()
+        try:
+            if self.ex_post_sampler is not None:
+                self._tracker.untrack(self.ex_post_sampler)
+            self.ex_post_sampler = layer
+        finally:
+            if was_locked:
+                self._tracker.lock()
+        self.ex_post_sampler_kind = kind
+
+    def sampler_layer(self, sampler: str = "prior"):
+        """The layer z is drawn from: the prior for ``"prior"``, else the fitted ex-post sampler of that kind."""
+        if sampler == "prior":
+            return self.prior_layer
+        if sampler not in samplers.SAMPLER_CHOICES:
+            raise samplers.SamplerError(f"Unknown sampler {sampler!r}; valid choices: "
+                                        f"{', '.join(samplers.SAMPLER_CHOICES)}.")
+        if self.ex_post_sampler_kind != sampler:
+            has = f" (it has a {self.ex_post_sampler_kind!r} one)" if self.ex_post_sampler_kind else ""
+            raise samplers.SamplerError(f"{self.name} has no fitted {sampler!r} sampler{has}; fit one with "
+                                        f"vaezoo.samplers.fit_sampler(model, train_images, kind={sampler!r}).")
+        return self.ex_post_sampler
 
     def sample_from_noise(self, **noise):
         """E[x|z] for z = the prior's transform of ``noise`` (names: ``prior_layer.noise_shapes()``;
@@ -448,7 +490,41 @@ class VAE(BaseVAE):
             "sample": (lambda n: generated(self.prior_layer.draw_noise(n)), {"n": tf.TensorSpec([], tf.int32)}),
             "sample_from_noise": (lambda **kw: generated(kw), noise),
             "elbo": (bound, {**images, "seed": tf.TensorSpec([2], tf.int32)}),
+            **self._ex_post_endpoints(),
         }
+
+    def _ex_post_endpoints(self) -> dict:
+        """``sample_ex_post`` (from n) and ``sample_from_noise_ex_post`` when an ex-post sampler is fitted."""
+        if self.ex_post_sampler is None:
+            return {}
+        layer = self.ex_post_sampler
+        noise = {k: tf.TensorSpec([None, *shape], tf.float32) for k, shape in layer.noise_shapes().items()}
+
+        def generated(noise):
+            z = layer.from_noise(**noise)
+            return {"images": self.decode(z), "z": z}
+
+        return {"sample_ex_post": (lambda n: generated(layer.draw_noise(n)), {"n": tf.TensorSpec([], tf.int32)}),
+                "sample_from_noise_ex_post": (lambda **kw: generated(kw), noise)}
+
+    def get_config(self):
+        config = super().get_config()
+        if self.ex_post_sampler is not None:
+            config["ex_post_sampler"] = {"kind": self.ex_post_sampler_kind,
+                                         "layer": keras.saving.serialize_keras_object(self.ex_post_sampler)}
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        sampler = config.pop("ex_post_sampler", None)
+        model = super().from_config(config)
+        if sampler:
+            layer = keras.saving.deserialize_keras_object(sampler["layer"])
+            if not layer.built:  # (deserialization builds a layer whose config holds its build config)
+                layer.build()
+            model.attach_sampler(layer, sampler["kind"])
+        return model
 
 
 @keras.saving.register_keras_serializable(package="vaezoo")
