@@ -9,6 +9,12 @@ are the floors: as many real training images against the same test images.
 
     python benchmarks/sample_quality.py --out docs/sample_quality --data-dir ../shared/data
     python benchmarks/sample_quality.py --only vae.mnist_dynamic --num-samples 2000 --out /tmp/q   # a quick look
+    python benchmarks/sample_quality.py --out docs/sample_quality --samplers gmm flow --sampler-only
+
+``--samplers`` adds rows ``KEY + gmm`` / ``KEY + flow``: the model's samples with z drawn from an ex-post sampler
+(``vaezoo.samplers.fit_sampler``, defaults: 10 full-covariance components by EM; a MAF of 2 steps of MADE 128-128,
+50 epochs) fitted to the posterior means of its training images (binarized once with seed 0 for the dynamically
+binarized models), Ghosh et al. 2020's ex-post density estimation.
 
 Writes ``summary.json`` (every figure, the settings and the seconds per row) and ``table.md``; rows already in
 ``summary.json`` are kept (``--only`` adds or replaces rows).
@@ -28,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import vaezoo  # noqa: E402
-from vaezoo import data, fileio, images, metrics  # noqa: E402
+from vaezoo import data, fileio, images, metrics, samplers  # noqa: E402
 
 #: Shipped models that are priors over another model's codes, measured through that model.
 PRIORS = {"pixelcnn_prior", "hierarchical_pixelcnn_prior"}
@@ -50,6 +56,44 @@ def real_sets(data_dir, num_samples: int) -> dict[str, dict]:
                                                                    replace=False)],
                     "floor_name": "sprites train images"},
     }
+
+
+def training_images(entry, data_dir) -> np.ndarray:
+    """The images a shipped model was trained on, as its encoder saw them: MNIST binarized once (seed 0) for the
+    dynamically binarized models, the fixed binarization's training split, the training sprites."""
+    name = entry.metric["data"]["name"]
+    if name == "mnist":
+        train, _ = data.mnist_arrays("train", data_dir)
+        return (np.random.default_rng(0).uniform(size=train.shape) < train).astype(np.float32)
+    if name == "binarized_mnist":
+        return data.binarized_mnist_arrays("train", data_dir)
+    return np.asarray(data.sprites_arrays("train")[0])
+
+
+def sampler_row(key, entry, kind, sets, extractors, features, rows, args) -> None:
+    """The row 'KEY + KIND': ``kind`` fitted to the posterior means of the training images, then sampled."""
+    model = vaezoo.get(key, pretrained=True)
+    try:
+        samplers.check_model(model)
+    except samplers.SamplerError as exc:
+        print(f"{key} + {kind}: skipped ({exc})", flush=True)
+        return
+    classifier = metrics.default_classifier(entry.metric["data"]["name"])
+    start = time.monotonic()
+    fit = samplers.fit_sampler(model, training_images(entry, args.data_dir), kind, seed=args.seed)
+    fitting = time.monotonic() - start
+    generated = metrics.draw_samples(model, args.num_samples, seed=args.seed, sampler=kind)
+    quality = metrics.sample_quality(generated, sets[classifier]["real"], classifier=extractors[classifier],
+                                     real_features=features[classifier], seed=args.seed)
+    name = f"{key} + {kind}"
+    rows[name] = row(name, quality, time.monotonic() - start, reference=sets[classifier]["real_name"],
+                     sampler={"kind": kind, "num_codes": fit.num_codes, "train_log_prob": round(fit.train_log_prob, 3),
+                              "validation_log_prob": round(fit.validation_log_prob, 3), "iterations": fit.iterations,
+                              "fit_seconds": round(fitting, 1)})
+    if args.grids:
+        images.save_grid(generated[:64], Path(args.out) / f"{key}+{kind}.png")
+    print(f"{name}: {metrics.describe(quality)} ({time.monotonic() - start:.0f} s; held-out code log-density "
+          f"{fit.validation_log_prob:.2f})", flush=True)
 
 
 def row(name, quality, seconds, **extra) -> dict:
@@ -75,6 +119,9 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="+", help="these pretrained keys (and the floors)")
     p.add_argument("--grids", action="store_true", help="also write a 64-sample grid per model (OUT/NAME.png)")
     p.add_argument("--table-only", action="store_true", help="rewrite table.md from summary.json")
+    p.add_argument("--samplers", nargs="*", default=[], choices=list(samplers.KINDS),
+                   help="also rows 'KEY + KIND': an ex-post sampler fitted to the codes of the training images")
+    p.add_argument("--sampler-only", action="store_true", help="only the sampler rows (keep the others)")
     args = p.parse_args(argv)
 
     out = Path(args.out)
@@ -101,6 +148,10 @@ def main(argv=None) -> int:
     keys = args.only or [k for k in vaezoo.list_pretrained() if k.split(".")[0] not in PRIORS]
     for key in keys:
         entry = vaezoo.pretrained_info(key)
+        for kind in args.samplers:
+            sampler_row(key, entry, kind, sets, extractors, features, rows, args)
+        if args.sampler_only:
+            continue
         classifier = metrics.default_classifier(entry.metric["data"]["name"])
         model = vaezoo.get(key, pretrained=True)
         prior = vaezoo.get(entry.prior, pretrained=True) if entry.prior else None

@@ -117,3 +117,14 @@ def test_sampler_errors_name_the_problem():
     cvae = vaezoo.get("cvae", data_shape=[32, 32, 1], latent_dim=3, hidden_units=[16], num_classes=3)
     with pytest.raises(samplers.SamplerError, match="CVAE does not have one \\(it is conditional"):
         samplers.fit_sampler(cvae, sprites(50), "gmm")
+    sphere = vaezoo.get("hyperspherical_vae", data_shape=[32, 32, 1], latent_dim=3, hidden_units=[16])
+    with pytest.raises(samplers.SamplerError, match="codes live on 'sphere'"):
+        samplers.fit_sampler(sphere, sprites(50), "gmm")
+
+
+def test_bayesian_vae_samples_from_its_ex_post_sampler():
+    model = vaezoo.get("bayesian_vae", data_shape=[32, 32, 1], latent_dim=3, hidden_units=[16], dataset_size=600)
+    samplers.fit_sampler(model, sprites(200), "gmm", num_components=2)
+    drawn = model.sample(4, seed=0, sampler="gmm", weights="mean")
+    z = model.ex_post_sampler.from_noise(**model.ex_post_sampler.draw_noise(4, tf.constant([0, 0])))
+    assert np.allclose(drawn, model.decode(z), atol=1e-5)  # z from the mixture, the posterior-mean decoder

@@ -445,7 +445,7 @@ def _options() -> tf.data.Options:
     return options
 
 
-def _finish(ds, binarize, seed, shuffle=True, labels=False):
+def _finish(ds, binarize, seed, shuffle=True):
     if binarize not in BINARIZE:
         raise ValueError(f"Unknown binarize {binarize!r}; valid choices: {', '.join(BINARIZE)}.")
     if binarize == "dynamic":
@@ -455,14 +455,14 @@ def _finish(ds, binarize, seed, shuffle=True, labels=False):
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
-def _stream(ds, size, batch_size, shuffle, seed, binarize, limit, labels=False):
+def _stream(ds, size, batch_size, shuffle, seed, binarize, limit):
     """A pipeline over a stream of single images or ``(image, label)`` pairs: a shuffle buffer of up to
     60,000 (``size`` unknown: 10,000)."""
     if limit is not None:
         ds, size = ds.take(limit), limit if size is None else min(size, limit)
     if shuffle:
         ds = ds.shuffle(min(size or 10_000, 60_000), seed=seed, reshuffle_each_iteration=True)
-    return _finish(ds.batch(batch_size), binarize, seed, shuffle, labels)
+    return _finish(ds.batch(batch_size), binarize, seed, shuffle)
 
 
 def subset(n: int, limit: int | None) -> np.ndarray:
@@ -493,7 +493,7 @@ def _in_memory(images: np.ndarray, batch_size, shuffle, seed, binarize, limit, l
         return x if label_table is None else (x, tf.gather(label_table, index))
 
     ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    return _finish(ds, binarize, seed, shuffle, labels is not None)
+    return _finish(ds, binarize, seed, shuffle)
 
 
 def _tfds(name: str, split: str, data_dir, labels: bool = False):
@@ -652,11 +652,11 @@ def load(
         if image_size is not None or color_mode is not None:
             raise ValueError("image_size and color_mode apply to a user's data and the registered data sets, "
                              "not to tfds: (map the dataset yourself).")
-        return _named(_stream(ds, size, batch_size, shuffle, seed, binarize, limit, labels), names)
+        return _named(_stream(ds, size, batch_size, shuffle, seed, binarize, limit), names)
     if kind == "stream":
         ds = _user_stream(what, split, validation_split, labels, color_mode, image_size)
         ds = ds.cache() if cache else ds
-        return _named(_stream(ds, None, batch_size, shuffle, seed, binarize, limit, labels), None)
+        return _named(_stream(ds, None, batch_size, shuffle, seed, binarize, limit), None)
     part = _read_registered(source, what, split, data_dir) if kind == "registered" else None
     if part is not None and part.pipeline is not None:
         if labels:

@@ -210,11 +210,17 @@ def posterior_codes(model, data, max_examples: int | None = None, batch_size: in
 
 def check_model(model) -> None:
     """A model the ex-post samplers fit: one continuous code per example (``latent_dim``, ``code``, ``decode``)."""
-    missing = [a for a in ("latent_dim", "code", "decode", "prior_layer") if not hasattr(model, a)]
-    if missing or getattr(model, "uses_condition", False):
-        why = "it is conditional (p(z|y))" if not missing else f"it has no {', '.join(missing)}"
-        raise SamplerError(f"ex-post samplers fit one continuous code per example; {type(model).__name__} does not "
-                           f"have one ({why}).")
+    missing = [a for a in ("latent_dim", "code", "decode", "prior_layer", "sampler_layer") if not hasattr(model, a)]
+    why = None
+    if missing:
+        why = f"it has no {', '.join(missing)}"
+    elif getattr(model, "uses_condition", False):
+        why = "it is conditional (p(z|y))"
+    elif model.prior_layer.support != "real":
+        why = f"its codes live on {model.prior_layer.support!r}, where a Gaussian mixture or a flow over R^d puts mass off"
+    if why:
+        raise SamplerError(f"ex-post samplers fit one continuous code per example in R^d; {type(model).__name__} does "
+                           f"not have one ({why}).")
 
 
 @dataclasses.dataclass(frozen=True)

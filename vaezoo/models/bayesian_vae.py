@@ -218,14 +218,16 @@ class BayesianVAE(VAE):
         seed = None if weights == "mean" else self.next_seed(seed)
         return self.likelihood_layer(self.decoder_parameters(z, seed=seed, weights=weights)).mean()
 
-    def sample(self, n: int, seed=None, mean: bool = True, weights: str = "sample"):
-        """``n`` samples: z ~ p(z), a weight draw theta ~ q_phi(theta) per sample (``weights="mean"``: the
-        posterior-mean decoder), then E[x|z, theta] (``mean=True``) or x ~ p(x|z, theta)."""
+    def sample(self, n: int, seed=None, mean: bool = True, weights: str = "sample", sampler: str = "prior"):
+        """``n`` samples: z ~ p(z) (or the ex-post ``sampler``, see :meth:`vaezoo.VAE.sample`), a weight draw
+        theta ~ q_phi(theta) per sample (``weights="mean"``: the posterior-mean decoder), then E[x|z, theta]
+        (``mean=True``) or x ~ p(x|z, theta)."""
         self._check_weights(weights)
-        return self._sample(self.check_count(n), self.next_seed(seed), mean, weights)
+        return self._sample(self.check_count(n), self.next_seed(seed), mean, weights, sampler)
 
-    def _sample(self, n, seed, mean=True, weights="sample"):
-        z = self.prior_layer.from_noise(**self.prior_layer.draw_noise(n, seed))
+    def _sample(self, n, seed, mean=True, weights="sample", sampler="prior"):
+        source = self.sampler_layer(sampler)
+        z = source.from_noise(**source.draw_noise(n, seed))
         if weights == "mean":
             params = self.decoder_parameters(z, weights="mean")
         else:  # one draw per sample: n draws of one row each
