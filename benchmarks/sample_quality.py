@@ -94,6 +94,21 @@ def sampler_row(key, entry, kind, sets, extractors, features, rows, args) -> Non
         images.save_grid(generated[:64], Path(args.out) / f"{key}+{kind}.png")
     print(f"{name}: {metrics.describe(quality)} ({time.monotonic() - start:.0f} s; held-out code log-density "
           f"{fit.validation_log_prob:.2f})", flush=True)
+    save(rows, Path(args.out) / "summary.json", Path(args.out), args, None)
+
+
+def save(rows: dict, summary_path: Path, out: Path, args, argv) -> None:
+    """``summary.json`` and ``table.md`` of the rows so far (written after every row: a stopped run keeps them,
+    and ``--only`` reruns just the missing ones)."""
+    ordered = sorted(rows.values(), key=lambda r: (not r.get("floor", False), r["model"]))
+    settings = {"num_samples": args.num_samples, "seed": args.seed, "k": 3, "kid_blocks": 10,
+                "samples": "model.sample: E[x|z] at prior codes (a VQ-VAE's codes from its shipped prior)",
+                "classifiers": {n: {k: metrics.classifier_info(n)[k] for k in ("sha256", "test_accuracy")}
+                                for n in ("mnist", "sprites")},
+                "command": "python benchmarks/sample_quality.py " + " ".join(
+                    a for a in (argv or sys.argv[1:]) if not a.startswith("--data-dir") and a != args.data_dir)}
+    fileio.atomic_write_text(summary_path, json.dumps({"settings": settings, "rows": ordered}, indent=1) + "\n")
+    fileio.atomic_write_text(out / "table.md", table(ordered, args.num_samples))
 
 
 def row(name, quality, seconds, **extra) -> dict:
@@ -144,6 +159,7 @@ def main(argv=None) -> int:
         rows[f"floor: {s['floor_name']}"] = row(f"floor: {s['floor_name']}", quality, time.monotonic() - start,
                                                 reference=s["real_name"], floor=True)
         print(f"floor {name}: {metrics.describe(quality)}", flush=True)
+    save(rows, summary_path, out, args, argv)
 
     keys = args.only or [k for k in vaezoo.list_pretrained() if k.split(".")[0] not in PRIORS]
     for key in keys:
@@ -165,16 +181,9 @@ def main(argv=None) -> int:
         if args.grids:
             images.save_grid(generated[:64], out / f"{key}.png")
         print(f"{key}: {metrics.describe(quality)} ({time.monotonic() - start:.0f} s)", flush=True)
+        save(rows, summary_path, out, args, argv)
 
-    ordered = sorted(rows.values(), key=lambda r: (not r.get("floor", False), r["model"]))
-    settings = {"num_samples": args.num_samples, "seed": args.seed, "k": 3, "kid_blocks": 10,
-                "samples": "model.sample: E[x|z] at prior codes (a VQ-VAE's codes from its shipped prior)",
-                "classifiers": {n: {k: metrics.classifier_info(n)[k] for k in ("sha256", "test_accuracy")}
-                                for n in sets},
-                "command": "python benchmarks/sample_quality.py " + " ".join(
-                    a for a in (argv or sys.argv[1:]) if not a.startswith("--data-dir") and a != args.data_dir)}
-    fileio.atomic_write_text(summary_path, json.dumps({"settings": settings, "rows": ordered}, indent=1) + "\n")
-    fileio.atomic_write_text(out / "table.md", table(ordered, args.num_samples))
+    save(rows, summary_path, out, args, argv)
     print(f"wrote {summary_path} and {out / 'table.md'}")
     return 0
 

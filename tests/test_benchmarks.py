@@ -62,3 +62,22 @@ def test_output_bias_benchmark_reports_saturation_with_and_without_the_init(data
         assert all(np.isfinite(r["reconstruction"]) for r in rows[1:])
     # The init starts the decoder at the mean image: its first steps reconstruct far better.
     assert result["with_init"][1]["reconstruction"] < result["without_init"][1]["reconstruction"]
+
+
+def test_sample_quality_benchmark_writes_its_rows_and_keeps_them(data_dir, tmp_path):
+    import json
+
+    import sample_quality
+
+    out = tmp_path / "q"
+    argv = ["--out", str(out), "--data-dir", str(data_dir), "--num-samples", "200", "--only", "beta_vae_conv.sprites"]
+    assert sample_quality.main(argv) == 0
+    rows = {r["model"]: r for r in json.loads((out / "summary.json").read_text())["rows"]}
+    assert set(rows) == {"floor: MNIST train images", "floor: sprites train images", "beta_vae_conv.sprites"}
+    assert rows["beta_vae_conv.sprites"]["num_generated"] == 200 and rows["beta_vae_conv.sprites"]["fid"] > 0
+    assert sample_quality.main(argv[:-2] + ["--only", "beta_vae_conv.sprites", "--samplers", "gmm",
+                                            "--sampler-only"]) == 0
+    rows = {r["model"]: r for r in json.loads((out / "summary.json").read_text())["rows"]}
+    assert "beta_vae_conv.sprites" in rows  # kept
+    assert rows["beta_vae_conv.sprites + gmm"]["sampler"]["num_codes"] == 20_000
+    assert "beta_vae_conv.sprites + gmm" in (out / "table.md").read_text()
