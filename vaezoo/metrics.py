@@ -181,19 +181,18 @@ class FeatureExtractor:
             raise MetricsError(f"{what} are empty.")
         return x
 
-    def __call__(self, images, what: str = "images") -> np.ndarray:
-        x = self.check(images, what)
-        return np.concatenate([np.asarray(self.model(x[i:i + self.batch_size], training=False), np.float64)
+    def _batched(self, network, x) -> np.ndarray:
+        return np.concatenate([np.asarray(network(x[i:i + self.batch_size], training=False), np.float64)
                                for i in range(0, len(x), self.batch_size)])
+
+    def __call__(self, images, what: str = "images") -> np.ndarray:
+        return self._batched(self.model, self.check(images, what))
 
     def predict(self, images) -> np.ndarray:
         """Class probabilities ``[N, num_classes]``."""
         import keras
 
-        x = self.check(images)
-        logits = np.concatenate([np.asarray(self.classifier(x[i:i + self.batch_size], training=False))
-                                 for i in range(0, len(x), self.batch_size)])
-        return np.asarray(keras.ops.softmax(logits, axis=-1))
+        return np.asarray(keras.ops.softmax(self._batched(self.classifier, self.check(images)), axis=-1))
 
 
 # --------------------------------------------------------------------------------------------

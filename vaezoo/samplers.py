@@ -57,12 +57,12 @@ class SamplerError(ValueError):
 
 
 @keras.saving.register_keras_serializable(package="vaezoo")
-class GaussianMixtureSampler(dl.Prior):
+class GaussianMixtureSampler(dl._MixturePrior):
     """A Gaussian mixture with full covariances over z, its parameters set by :func:`fit_gmm` (not trained by
     gradients): ``weights`` [K], ``means`` [K, D] and the covariances' Cholesky factors ``scale_trils`` [K, D, D].
 
-    Samples as the priors do, from named noise (standard normal ``noise`` [D] and a uniform ``component_noise``
-    that picks the component), so sampling is reproducible and exportable.
+    Samples as the mixture priors do (their noise: standard normal ``noise`` [D] and a uniform
+    ``component_noise`` that picks the component), so sampling is reproducible and exportable.
     """
 
     def __init__(self, latent_dim: int, num_components: int = 10, **kwargs):
@@ -81,16 +81,6 @@ class GaussianMixtureSampler(dl.Prior):
     def call(self, inputs=None):
         return tfd.MixtureSameFamily(tfd.Categorical(logits=self.log_weights),
                                      tfd.MultivariateNormalTriL(loc=self.means, scale_tril=self.scale_trils))
-
-    def noise_shapes(self):
-        return {"noise": (self.latent_dim,), "component_noise": ()}
-
-    def draw_noise(self, n, seed=None):
-        out = super().draw_noise(n, seed)
-        shape = tf.reshape(tf.convert_to_tensor(n, tf.int32), [1])
-        out["component_noise"] = (tf.random.uniform(shape) if seed is None
-                                  else tf.random.stateless_uniform(shape, tf.reverse(seed, [0])))
-        return out
 
     def from_noise(self, noise, component_noise):
         noise = tf.convert_to_tensor(noise, tf.float32)

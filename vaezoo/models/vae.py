@@ -474,10 +474,7 @@ class VAE(BaseVAE):
         f32 = tf.float32
         images = {"images": tf.TensorSpec([None, *self.data_shape], f32)}
         noise = {k: tf.TensorSpec([None, *shape], f32) for k, shape in self.prior_layer.noise_shapes().items()}
-
-        def generated(noise):
-            z = self.prior_layer.from_noise(**noise)
-            return {"images": self.decode(z), "z": z}
+        generated = self._generated_from(self.prior_layer)
 
         def bound(images, seed):
             terms = self.compute_terms(images, training=False, seed=seed)
@@ -493,17 +490,22 @@ class VAE(BaseVAE):
             **self._ex_post_endpoints(),
         }
 
+    def _generated_from(self, layer):
+        """noise -> ``{"images": E[x|z], "z": z}`` with z = ``layer.from_noise(**noise)`` (the prior or a sampler)."""
+
+        def generated(noise):
+            z = layer.from_noise(**noise)
+            return {"images": self.decode(z), "z": z}
+
+        return generated
+
     def _ex_post_endpoints(self) -> dict:
         """``sample_ex_post`` (from n) and ``sample_from_noise_ex_post`` when an ex-post sampler is fitted."""
         if self.ex_post_sampler is None:
             return {}
         layer = self.ex_post_sampler
         noise = {k: tf.TensorSpec([None, *shape], tf.float32) for k, shape in layer.noise_shapes().items()}
-
-        def generated(noise):
-            z = layer.from_noise(**noise)
-            return {"images": self.decode(z), "z": z}
-
+        generated = self._generated_from(layer)
         return {"sample_ex_post": (lambda n: generated(layer.draw_noise(n)), {"n": tf.TensorSpec([], tf.int32)}),
                 "sample_from_noise_ex_post": (lambda **kw: generated(kw), noise)}
 
