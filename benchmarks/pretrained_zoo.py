@@ -1,7 +1,7 @@
 """Build vaezoo's shipped pretrained weights (``vaezoo/weights/``): ``vaezoo.get(name, pretrained=True)``.
 
 Two ways a model enters the zoo, each recording in ``vaezoo/weights/manifest.json`` its config, data,
-schedule, epochs, the test metric measured here (:func:`vaezoo.pretrained.measure`, so the tests can
+schedule, epochs, the test metric measured here (:func:`vaezoo.zoo.measure`, so the tests can
 measure it again), a cheap check of that metric, the command, and the weights' sha256:
 
 * ``add-run RUN_FOLDER --tag TAG``: the model of a finished ``benchmarks/reproduce.py`` run (the
@@ -36,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import vaezoo  # noqa: E402
-from vaezoo import cli, data, pretrained, runs  # noqa: E402
+from vaezoo import cli, data, pretrained, runs, zoo  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reproduce  # noqa: E402
@@ -100,7 +100,7 @@ def add_run(args) -> None:
     metric = nll_metric(spec, result["eval_samples"], description["seed"], result["test_nll"])
     metric.update(standard_error=result["test_nll_se"], paper=description["paper_nll"])
     check = nll_metric({**spec, "limit": CHECK_EXAMPLES}, CHECK_SAMPLES, description["seed"])
-    check["value"] = round(pretrained.measure(model, check, data_dir=args.data_dir), 3)
+    check["value"] = round(zoo.measure(model, check, data_dir=args.data_dir), 3)
     steps = data.load(description["dataset"], "train", batch_size=description["batch_size"], data_dir=args.data_dir,
                       binarize=binarize).cardinality()
     schedule = {"optimizer": "Adam(beta_1=0.9, beta_2=0.999, epsilon=1e-4)",
@@ -119,7 +119,7 @@ def add_run(args) -> None:
                + (" --init-output-bias" if description.get("init_output_bias") else ""))
     config = {**reproduce.architecture(description["model"]), **settings}
     config.update(num_samples=description["k"], seed=description["seed"])
-    entry = pretrained.add(model, args.tag, config=config, dataset=dataset, schedule=schedule,
+    entry = zoo.add(model, args.tag, config=config, dataset=dataset, schedule=schedule,
                            epochs=description["budget"], metric=metric, check=check, folder=args.zoo,
                            default=args.default, command=command,
                            notes=(f"The paper reports {description['paper_nll']} nats at convergence (Burda et al. 2016: "
@@ -171,12 +171,12 @@ def train(args) -> None:
         metric = _deterministic_metric(spec["metric"], test, test["limit"])
         check = _deterministic_metric(spec["metric"], test, check_examples)
     for m in (metric, check):
-        m["value"] = round(pretrained.measure(model, m, data_dir=args.data_dir), 3)
+        m["value"] = round(zoo.measure(model, m, data_dir=args.data_dir), 3)
     key = f"{args.name}.{spec['tag']}"
     prior_key = f"{model.prior_name}.{spec['prior']['tag']}" if "prior" in spec else None
     command = f"python benchmarks/pretrained_zoo.py train {args.name}"
     dataset = DATASETS.get(spec["dataset"], spec["dataset"])
-    entry = pretrained.add(model, spec["tag"], config=info["config"], dataset=dataset,
+    entry = zoo.add(model, spec["tag"], config=info["config"], dataset=dataset,
                            schedule=info["schedule"], epochs=info["epochs"], metric=metric, check=check,
                            folder=args.zoo, default=True, prior=prior_key,
                            command=f"{command}  (= vaezoo {shlex.join(info['argv'])})")
@@ -191,8 +191,8 @@ def train(args) -> None:
         prior_metric = _deterministic_metric("test_loss", test, test["limit"], codes_of=key)
         prior_check = _deterministic_metric("test_loss", test, check_examples, codes_of=key)
         for m in (prior_metric, prior_check):
-            m["value"] = round(pretrained.measure(prior, m, data_dir=args.data_dir), 3)
-        prior_entry = pretrained.add(
+            m["value"] = round(zoo.measure(prior, m, data_dir=args.data_dir), 3)
+        prior_entry = zoo.add(
             prior, p["tag"], config=prior_info["config"], dataset=f"the codes of {key} on {dataset.split(' (')[0]}",
             schedule=prior_info["schedule"], epochs=prior_info["epochs"], metric=prior_metric, check=prior_check,
             folder=args.zoo, default=True, command=f"{command}  (= vaezoo {shlex.join(prior_info['argv'])})",
@@ -206,7 +206,7 @@ def train(args) -> None:
 
 def remeasure(args) -> None:
     for key in args.keys:
-        entry = pretrained.remeasure(key, args.zoo, data_dir=args.data_dir, fields=args.fields)
+        entry = zoo.remeasure(key, args.zoo, data_dir=args.data_dir, fields=args.fields)
         print(json.dumps({key: {"metric": entry.metric["value"], "check": entry.check["value"]}}))
 
 

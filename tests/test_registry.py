@@ -118,3 +118,36 @@ def test_readme_adding_a_model_example_works(cleanup, tmp_path):
     assert float(model.objective(terms)) == pytest.approx(expected, rel=1e-6)
     model.save(tmp_path / "fb.keras")
     assert keras.models.load_model(tmp_path / "fb.keras").free_bits == 2.0
+
+
+def _vaezoo_imports(path):
+    """The ``vaezoo.*`` modules a source file imports anywhere (module level or inside functions)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vaezoo"):
+            found |= {f"{node.module}.{a.name}" if node.module == "vaezoo" else node.module for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("vaezoo")}
+    return found
+
+
+def test_pretrained_sits_below_the_registry_and_no_two_modules_import_each_other():
+    # One direction only (issue 29): the registry loads weights through vaezoo.pretrained, which imports
+    # nothing of the registry; writing a zoo (which builds models by name) lives above both, in vaezoo.zoo.
+    from pathlib import Path
+
+    package = Path(vaezoo.__file__).parent
+    modules = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph = {name: {m for m in _vaezoo_imports(path) if m in modules and m != name}
+             for name, path in modules.items()}
+    assert graph["vaezoo.pretrained"] <= {"vaezoo.fileio"}, graph["vaezoo.pretrained"]
+    assert "vaezoo.pretrained" in graph["vaezoo.registry"] and "vaezoo.registry" in graph["vaezoo.zoo"]
+    mutual = sorted({tuple(sorted((a, b))) for a, deps in graph.items() for b in deps
+                     if a in graph.get(b, ()) and "vaezoo" not in (a, b) and "vaezoo.models" not in (a, b)})
+    assert mutual == [], f"modules that import each other: {mutual}"

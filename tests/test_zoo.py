@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,9 @@ import vaezoo
 from vaezoo import data
 
 ZOO = Path(__file__).resolve().parents[1] / "savedmodels"
+sys.path.insert(0, str(ZOO))
+import build_zoo  # noqa: E402  (the build's own NLL of reconstructions, so both sides compute it alike)
+
 MANIFEST = json.loads((ZOO / "MANIFEST.json").read_text())["models"]
 
 
@@ -58,16 +62,17 @@ def test_exported_models_score_what_the_manifest_says(name, request):
     data_dir = request.getfixturevalue("data_dir") if spec["name"] != "sprites" else None
     exported = vaezoo.load_exported(ZOO / name)
     test = data.load(spec.pop("name"), spec.pop("split"), data_dir=data_dir, shuffle=False, **spec)
-    if "elbo" in exported.signatures:  # continuous latents: the bound, one sample per image
-        key = "iwae_bound" if "iwae_bound" in entry["test"] else "elbo"
-        values = [exported.elbo(images=x.numpy(), seed=np.array([0, i], "int32"))[key] for i, x in enumerate(test)]
-        tolerance = 0.5  # Monte-Carlo noise of an average over 2000 images (about 0.15 nats)
+    bound = entry["bound"]
+    if "elbo" in exported.signatures:  # continuous latents: the bound, one draw per image, at the build's seeds
+        values = [exported.elbo(images=x.numpy(), seed=np.array([0, i], "int32"))[bound["key"]]
+                  for i, x in enumerate(test)]
     else:  # discrete codes: -log p(x | codes of x) is deterministic
-        values = []
-        for x in test:
-            x = x.numpy()
-            p = np.clip(exported.serving_default(images=x)["reconstruction"].astype("float64"), 1e-7, 1 - 1e-7)
-            values.append(-(x * np.log(p) + (1 - x) * np.log1p(-p)).sum(axis=(1, 2, 3)))
-        key, tolerance = "reconstruction", 0.5  # probabilities clipped at 1e-7 here, logits in Keras
+        values = [build_zoo.reconstruction_nll(x.numpy(), exported.serving_default(images=x.numpy())["reconstruction"])
+                  for x in test]
     value = float(np.mean(np.concatenate(values)))
-    assert abs(value - entry["test"][key]) < tolerance, (value, entry["test"][key])
+    # The same seeds give the Keras model's number (float32 graph vs eager: measured to 1e-4 of ~90 nats).
+    assert abs(value - bound["value"]) < 2e-3 + 1e-5 * abs(bound["value"]), (value, bound)
+    # model.evaluate's own draws: within 4 standard errors of the difference of two independent estimates
+    # (the recorded Monte-Carlo error, 0.05-0.09 nats over 2000 images); deterministic for codes.
+    tolerance = 4 * np.sqrt(2) * bound["mc_se"] + 2e-3
+    assert abs(value - entry["test"][bound["key"]]) < tolerance, (value, entry["test"][bound["key"]], tolerance)

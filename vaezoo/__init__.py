@@ -23,6 +23,7 @@ from vaezoo import bayesian, bounds, flows, callbacks, components, data, distrib
 from vaezoo import export
 from vaezoo.export import load_exported
 from vaezoo.pretrained import list_pretrained, pretrained_info
+from vaezoo import zoo  # noqa: F401  (making a zoo of weights: above the registry)
 from vaezoo.models import CIWAE, DIPVAE, HierarchicalVAE, IWAE, MIWAE, PIWAE, RWS, VAE, BayesianVAE, CategoricalVAE, HypersphericalVAE, InfoVAE, WAEMMD, VQVAE, BaseVAE, BetaTCVAE, BetaVAE, FactorVAE
 
 __version__ = "0.1.0"

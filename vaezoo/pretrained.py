@@ -4,7 +4,7 @@ Each shipped model is one ``<name>.<tag>.weights.h5`` file in ``vaezoo/weights/`
 ``vaezoo/weights/manifest.json`` (timm's ``architecture.tag`` keys, keras-hub's "config + weights"
 presets): the model's full config, the data it was trained on, the schedule and epochs, the test
 metric measured after training (with the data it was measured on, so anyone can measure it again,
-see :func:`measure`), the command that trained it and the sha256 of the weights, checked on every
+see :func:`vaezoo.zoo.measure`), the command that trained it and the sha256 of the weights, checked on every
 load. Nothing is downloaded.
 
 Example:
@@ -19,7 +19,10 @@ Example:
 
 ``vaezoo.get("vae.mnist_dynamic")`` (no ``pretrained``) builds that tag's architecture with fresh
 weights. Set ``VAEZOO_PRETRAINED_DIR`` to a folder with its own ``manifest.json`` to use other
-weights (e.g. a team's own zoo) instead of the shipped ones.
+weights (e.g. a team's own zoo) instead of the shipped ones; :mod:`vaezoo.zoo` writes such a folder.
+
+This module reads manifests and loads checked weights; it imports nothing of :mod:`vaezoo.registry`, which
+imports it (one direction only, as timm keeps ``_registry`` below ``_pretrained``).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class Pretrained:
         schedule: optimizer, learning rates, batch size, steps per epoch: how it was trained.
         epochs: epochs trained.
         metric: the test metric measured after training: ``name``, ``value``, ``unit`` and the
-            measurement's settings (``data``, ``num_samples``, ``examples``, ``seed``), see :func:`measure`.
+            measurement's settings (``data``, ``num_samples``, ``examples``, ``seed``), see :func:`vaezoo.zoo.measure`.
         check: the same metric measured cheaply (fewer samples or images), what the default tests repeat.
         file, sha256, bytes: the weights.
         prior: for VQ-VAEs, the key of their trained prior over codes.
@@ -185,108 +188,7 @@ def load_weights(model, entry: Pretrained, folder: str | os.PathLike | None = No
                               f"another architecture than {dict(entry.config)}?): {str(exc)[:300]}") from None
 
 
-def measure(model, metric: Mapping[str, Any], data_dir=None) -> float:
-    """Measure ``metric`` (a manifest ``metric`` or ``check``) of ``model`` again, as it was measured.
-
-    ``metric["data"]`` holds the :func:`vaezoo.data.load` arguments of the evaluation data (name,
-    split, binarize, seed, batch_size, limit; never shuffled: a dynamic binarization with a fixed
-    seed and batch size is one fixed set of binary images). ``metric["name"]`` is
-
-    * ``"test_nll"``: importance-sampled negative log-likelihood, nats per example
-      (:func:`vaezoo.evaluate.log_likelihood` with ``num_samples``, ``batch_size`` and ``seed``); for a prior
-      over codes, its exact NLL of the codes;
-    * ``"test_<metric>"`` (``"test_loss"``, ``"test_reconstruction"``, ...): that metric of the model's own
-      ``model.evaluate``. For a prior over codes the loss is its negative log-likelihood of the codes and
-      for a VQ-VAE the reconstruction is -log p(x | z_q(x)), both deterministic, in nats (``codes_of``:
-      the pretrained VQ-VAE, ``name.tag``, whose codes a prior models).
-    """
-    import numpy as np
-
-    from vaezoo import data, evaluate
-
-    spec = dict(metric["data"])
-    ds = data.load(spec.pop("name"), spec.pop("split"), data_dir=data_dir, shuffle=False, **spec)
-    if metric.get("codes_of"):
-        from vaezoo import registry
-
-        ds = data.codes_dataset(registry.get(metric["codes_of"], pretrained=True), ds)
-    if metric["name"] == "test_nll" and model.input_kind != "codes":
-        images = np.concatenate([b.numpy() for b in ds])
-        return float(evaluate.log_likelihood(model, images, num_samples=metric["num_samples"],
-                                             batch_size=metric["batch_size"], seed=metric["seed"]).nll)
-    if metric["name"].startswith("test_"):
-        if not model.compiled:
-            model.compile()
-        values = model.evaluate(ds, return_dict=True, verbose=0)
-        if metric["name"][5:] in values:
-            return float(values[metric["name"][5:]])
-    valid = {"test_nll", *(f"test_{k}" for k in (values if metric["name"].startswith("test_") else ["loss"]))}
-    raise ValueError(f"Unknown metric {metric['name']!r} for {type(model).__name__}; valid choices: "
-                     f"{', '.join(sorted(valid))}.")
-
-
-def add(model, tag: str, *, config: Mapping[str, Any], dataset: str, schedule: Mapping[str, Any], epochs: int,
-        metric: Mapping[str, Any], check: Mapping[str, Any], folder: str | os.PathLike, default: bool = False,
-        prior: str | None = None, command: str = "", notes: str = "") -> Pretrained:
-    """Write ``model``'s weights as ``name.tag`` into the zoo ``folder`` and record it in its manifest.
-
-    Used by ``benchmarks/pretrained_zoo.py`` (which builds the shipped zoo) and by anyone making a
-    zoo of their own (then point ``VAEZOO_PRETRAINED_DIR`` at ``folder``). Files are written atomically;
-    ``default=True`` makes this tag the one ``pretrained=True`` picks (and clears the flag of the others).
-    """
-    from vaezoo import registry
-
-    name = getattr(model, "registry_name", None) or model.name
-    registry.model_info(name)  # a registered model, or KeyError
-    if not tag or not tag.replace("_", "").isalnum():
-        raise ValueError(f"A tag is letters, digits and underscores, got {tag!r}.")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    file = f"{name}.{tag}.weights.h5"
-    fresh = registry.get(name, **config)  # uncompiled: the file holds the model's weights, not an optimizer's state
-    fresh.set_weights(model.get_weights())
-    with fileio.atomic_path(folder / file) as tmp:
-        fresh.save_weights(tmp)  # tmp keeps the name's .weights.h5 ending, which Keras requires
-    entries = {k: dataclasses.asdict(e) for k, e in manifest(folder).items()}
-    if default:
-        for entry in entries.values():
-            if entry["name"] == name:
-                entry["default"] = False
-    full = registry.get_config(name, **config)
-    entry = Pretrained(name=name, tag=tag, default=default or not any(e["name"] == name for e in entries.values()
-                                                                       if e["tag"] != tag),
-                       config=registry.model_kwargs(name, full), dataset=dataset, schedule=dict(schedule),
-                       epochs=int(epochs), metric=dict(metric), check=dict(check), file=file,
-                       sha256=sha256(folder / file), bytes=(folder / file).stat().st_size, prior=prior,
-                       command=command, notes=notes)
-    entries[entry.key] = dataclasses.asdict(entry)
-    _write_manifest(folder, entries)
-    return entry
-
-
-def remeasure(key: str, folder: str | os.PathLike, data_dir=None, fields=("metric", "check")) -> Pretrained:
-    """Measure the ``metric`` and ``check`` (or only the ``fields`` named) of the entry ``key`` in the zoo
-    ``folder`` again, as their specs say, and record the new values (the weights are not touched): for when
-    the evaluation data change."""
-    from vaezoo import registry
-
-    folder = Path(folder)
-    entries = {k: dataclasses.asdict(e) for k, e in manifest(folder).items()}
-    if key not in entries:
-        raise PretrainedError(f"No entry {key!r} in {folder / MANIFEST_FILE}; entries: {', '.join(sorted(entries))}.")
-    entry = entries[key]
-    model = registry.get(entry["name"], **entry["config"])
-    load_weights(model, Pretrained(**entry), folder)
-    unknown = [f for f in fields if f not in ("metric", "check")]
-    if unknown or not fields:
-        raise ValueError(f"Unknown field {unknown[0] if unknown else None!r}; valid choices: metric, check.")
-    for field in fields:
-        entry[field] = {**entry[field], "value": round(measure(model, entry[field], data_dir=data_dir), 3)}
-    _write_manifest(folder, entries)
-    return Pretrained(**entry)
-
-
-def _write_manifest(folder: Path, entries: Mapping[str, Mapping[str, Any]]) -> None:
+def write_manifest(folder: Path, entries: Mapping[str, Mapping[str, Any]]) -> None:
     fileio.atomic_write_text(folder / MANIFEST_FILE, json.dumps(
         {"format": MANIFEST_FORMAT, "models": dict(sorted(entries.items()))}, indent=1, default=_jsonable) + "\n")
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from vaezoo import config as _config
+from vaezoo import pretrained as _pretrained
 
 ENTRY_POINT_GROUP = "vaezoo.models"
 #: The entry-point group of plugins that register data sets (:func:`vaezoo.sources.register_dataset`).
@@ -246,8 +247,6 @@ def get(name: str, /, pretrained: bool | str = False, **overrides: Any):
         KeyError: ``pretrained`` names a tag that does not exist (the valid ones are listed).
         vaezoo.pretrained.PretrainedError: damaged weights, or overrides the weights do not fit.
     """
-    from vaezoo import pretrained as _pretrained
-
     name, tag = _pretrained.split_name(name)
     if not isinstance(pretrained, (bool, str)):
         raise TypeError(f"pretrained must be True, False or a tag (str), got {pretrained!r}.")

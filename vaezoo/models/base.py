@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from vaezoo import config as cfg
-from vaezoo import distribute, fused, training
+from vaezoo import distribute, fused, keras_internals, training
 
 
 class BaseVAE(keras.Model):
@@ -244,7 +244,7 @@ class BaseVAE(keras.Model):
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", steps=None, callbacks=None, **kwargs):
         """``keras.Model.evaluate`` with the first batch checked and true step counts (see :meth:`fit`)."""
-        if not kwargs.get("_use_cached_eval_dataset"):
+        if not keras_internals.is_cached_evaluation(kwargs):
             self._check_first_batch(x)
             callbacks = _callback_list(self, callbacks, verbose, 1, steps or _num_batches(x, batch_size))
         return super().evaluate(x, y, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks,
@@ -402,8 +402,8 @@ class BaseVAE(keras.Model):
         # (vaezoo.fused). Only for the step written here, whose logs are the metrics' results.
         return self.fuse_steps and fused.applies(self) and getattr(type(self), step_name) is getattr(BaseVAE, step_name)
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras (3.15, TF backend) overrides: under a tf.distribute strategy, Keras pulls a batch from
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):  # keras_internals.SYMBOLIC_BUILD_HOOK
+        # Keras (3.15, TF backend) overrides (a private hook, checked by vaezoo.keras_internals.check): under a tf.distribute strategy, Keras pulls a batch from
         # a fresh iterator and reduces it over replicas to build the model symbolically. That fails
         # for dict inputs under MultiWorkerMirroredStrategy ("Attempt to convert a value ({'top':
         # PerReplica...}) ... to a Tensor") and advances a reshuffling data set by one epoch, so

@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from vaezoo import bounds, components
 from vaezoo import config as cfg
-from vaezoo import distribute
+from vaezoo import distribute, keras_internals
 from vaezoo import flows  # noqa: F401  (registers the flow posteriors and prior before the schema below reads them)
 from vaezoo import layers as dl
 from vaezoo import networks, samplers
@@ -434,15 +434,10 @@ class VAE(BaseVAE):
         layer.trainable = False  # fitted, not trained with the model
         # The model's state is locked once built; add the sampler (replacing an earlier one) as Keras' own
         # post-build additions do (Layer.quantize), so that it is tracked, saved and loaded.
-        was_locked = self._tracker.locked
-        self._tracker.unlock()
-        try:
+        with keras_internals.track_after_build(self):
             if self.ex_post_sampler is not None:
-                self._tracker.untrack(self.ex_post_sampler)
+                keras_internals.untrack(self, self.ex_post_sampler)
             self.ex_post_sampler = layer
-        finally:
-            if was_locked:
-                self._tracker.lock()
         self.ex_post_sampler_kind = kind
 
     def sampler_layer(self, sampler: str = "prior"):
