@@ -14,11 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from vaezoo import fileio
+
 
 def _resolve(path: Path) -> Path:
     """A SavedModel folder, a TF Serving model folder (-> its newest version) or a .tflite file."""
     if path.is_file() and path.suffix == ".tflite":
         return path
+    fileio.recover(path)  # a version folder whose replacement a kill interrupted
+    fileio.recover_folder(path)  # or one of a TF Serving model folder's versions
     if (path / "saved_model.pb").is_file():
         return path
     versions = sorted((int(p.name), p) for p in path.iterdir() if p.name.isdigit()) if path.is_dir() else []

@@ -62,10 +62,12 @@ def build_archive(model, signatures: Iterable[str] | None = None, prior=None) ->
 
 
 def versions(model_dir: str | os.PathLike) -> list[int]:
-    """The integer versions under a TF Serving model folder, ascending."""
+    """The integer versions under a TF Serving model folder, ascending (a version whose replacement a kill
+    interrupted is put back first: :func:`vaezoo.fileio.recover_folder`)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         return []
+    fileio.recover_folder(model_dir)
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
