@@ -24,6 +24,7 @@ from vaezoo import export
 from vaezoo.export import load_exported
 from vaezoo.pretrained import list_pretrained, pretrained_info
 from vaezoo import zoo  # noqa: F401  (making a zoo of weights: above the registry)
+from vaezoo.trainer import TrainResult, train
 from vaezoo.models import CIWAE, DIPVAE, HierarchicalVAE, IWAE, MIWAE, PIWAE, RWS, VAE, BayesianVAE, CategoricalVAE, HypersphericalVAE, InfoVAE, WAEMMD, VQVAE, BaseVAE, BetaTCVAE, BetaVAE, FactorVAE
 
 __version__ = "0.1.0"
@@ -62,4 +63,6 @@ __all__ = [
     "model_info",
     "pretrained_info",
     "register_model",
+    "train",
+    "TrainResult",
 ]

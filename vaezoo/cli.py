@@ -29,15 +29,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import logging
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
 import time
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,7 +47,7 @@ import yaml
 import vaezoo
 from vaezoo import config as zconfig
 from vaezoo import callbacks as callbacks_module
-from vaezoo import data, distribute, evaluate, export, fileio, images, plots, runs, training
+from vaezoo import data, distribute, evaluate, export, pictures, runs, trainer
 
 def _overrides(args) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -63,66 +62,14 @@ def _overrides(args) -> dict[str, Any]:
 
 
 def _dataset(cfg, split, args, limit=None, shuffle=None, labels=False):
-    return data.load(
-        cfg["dataset"],
-        split=split,
-        batch_size=cfg["batch_size"],
-        data_dir=args.data_dir,
-        binarize=cfg["binarize"],
-        shuffle=shuffle,
-        seed=args.seed,
-        limit=limit,
-        image_size=cfg.get("image_size"),
-        color_mode=cfg.get("color_mode"),
-        validation_split=cfg.get("validation_split", data.sources.DEFAULT_VALIDATION_SPLIT),
-        labels=labels,
-    )
+    return data.from_config(cfg, split, data_dir=args.data_dir, seed=args.seed, limit=limit, shuffle=shuffle,
+                            labels=labels)
 
 
 def _validation_split(cfg) -> str:
     """The split a run validates on and ``sample`` reconstructs: the data set's own (binarized MNIST's
     ``valid``, ``test`` elsewhere) or, for a user's data, the held-out ``validation`` fraction."""
     return data.sources.validation_split_name(cfg["dataset"])
-
-
-def _fit_user_data(args, cfg, overrides) -> tuple[dict, dict]:
-    """For a user's folder or array file: the settings that suit it where the model's defaults assume MNIST
-    (no dynamic binarization; a Bernoulli likelihood only for binary images), unless set by the user.
-    Returns the config and the overrides with the inferred settings added."""
-    if not data.sources.is_user_data(cfg["dataset"]):
-        return cfg, overrides
-    info = data.source_info(cfg["dataset"], data_dir=args.data_dir, image_size=cfg.get("image_size"),
-                            color_mode=cfg.get("color_mode"))
-    schema = vaezoo.model_info(args.name).schema
-    inferred = {k: v for k, v in data.suggested_config(info).items()
-                if k not in overrides and (k in schema or k in zconfig.TRAINING_KEYS) and cfg.get(k) != v}
-    if inferred:
-        print(f"{cfg['dataset']}: {info['num_examples']} images of {tuple(info['image_shape'])}, "
-              f"{'binary' if info['binary'] else 'continuous values'}"
-              + (f", {info['num_classes']} classes" if info.get("num_classes") else "")
-              + f"; {', '.join(f'{k} {cfg.get(k)} -> {v}' for k, v in inferred.items())}")
-        overrides = {**overrides, **inferred}
-        cfg = vaezoo.get_config(args.name, **overrides)
-    return cfg, overrides
-
-
-def _config_yaml(cfg) -> str:
-    return yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}, sort_keys=False)
-
-
-def _conditional(model) -> bool:
-    """Whether the model reads labels (``cvae``): its data sets are then loaded with them."""
-    return bool(getattr(model, "uses_condition", False))
-
-
-def _first(model, ds, n):
-    """The first ``n`` examples of ``ds``: ``(images, model inputs)``, the inputs a dict with the labels for a
-    conditional model."""
-    batch = next(iter(ds.unbatch().batch(n)))
-    if isinstance(batch, (tuple, list)):
-        x = batch[0]
-        return x, ({"images": x, "labels": batch[1]} if _conditional(model) else x)
-    return batch, batch
 
 
 def parse_labels(text: str, num_classes: int) -> list[int]:
@@ -142,75 +89,6 @@ def parse_labels(text: str, num_classes: int) -> list[int]:
                              f"{num_classes}).")
         out += list(values)
     return out
-
-
-def _write_traversal(model, out_path: Path, test_ds) -> list[Path]:
-    """``<name>_traversal.png``: one row per latent dimension, swept from -3 to 3 (continuous latents only)."""
-    if test_ds is None or not hasattr(model, "traverse"):
-        return []
-    _, x = _first(model, test_ds, 1)
-    grid = model.traverse(x)
-    path = out_path.with_name(out_path.stem + "_traversal" + out_path.suffix)
-    return [Path(images.save_grid(grid.reshape(-1, *grid.shape[2:]), path, ncols=grid.shape[1]))]
-
-
-def _write_samples(model, out_path: Path, test_ds, seed, prior=None, classes=None) -> list[Path]:
-    """``samples.png`` (a conditional model's: one row per class of ``classes``, default all), and the
-    reconstructions (and uncertainty) of 32 examples of ``test_ds``."""
-    if _conditional(model):
-        classes = list(range(model.num_classes)) if classes is None else classes
-        grid = model.class_grid(per_class=10, seed=seed, classes=classes)
-        written = [Path(images.save_grid(grid.reshape(-1, *grid.shape[2:]), out_path, ncols=10))]
-    else:
-        drawn = model.sample(64, seed=seed, prior=prior) if prior is not None else model.sample(64, seed=seed)
-        written = [Path(images.save_grid(np.asarray(drawn), out_path))]
-    if test_ds is not None:
-        x, inputs = _first(model, test_ds, 32)
-        recon = np.asarray(model.reconstruct(inputs))
-        pairs = np.stack([np.asarray(x), recon], axis=1).reshape(-1, *x.shape[1:])  # input, reconstruction, ...
-        rec_path = out_path.with_name(out_path.stem + "_reconstructions" + out_path.suffix)
-        written.append(Path(images.save_grid(pairs, rec_path, ncols=16)))
-        if hasattr(model, "reconstruction_uncertainty"):  # random decoder weights (bayesian_vae)
-            mean, std = (np.asarray(v) for v in model.reconstruction_uncertainty(x[:16], num_draws=32, seed=seed))
-            scaled = std / max(float(std.max()), 1e-12)  # the largest standard deviation shown white
-            rows = np.stack([np.asarray(x[:16]), mean, scaled], axis=0).reshape(-1, *x.shape[1:])
-            unc_path = out_path.with_name(out_path.stem + "_uncertainty" + out_path.suffix)
-            written.append(Path(images.save_grid(rows, unc_path, ncols=16)))
-    return written
-
-
-def _labelled_examples(cfg, args, n: int = 1000):
-    """Up to ``n`` validation ``(images, labels)`` for the TensorBoard code scatter, or None without labels."""
-    try:
-        labelled = _dataset(cfg, _validation_split(cfg), args, shuffle=False, labels=True)
-    except (FileNotFoundError, ValueError, data.DataError):
-        return None  # a data set without labels: no scatter
-    x, y = next(iter(labelled.unbatch().batch(n)))
-    return x, np.asarray(y)
-
-
-def _write_latent_plots(model, out_path: Path, cfg, args) -> list[Path]:
-    """The manifold grid of a 2-D Gaussian latent, and the scatter of test codes by class when the data set
-    has labels (skipped, with the reason on stderr, when it has none)."""
-    written = []
-    if plots.has_manifold(model):
-        path = out_path.with_name(out_path.stem + "_manifold" + out_path.suffix)
-        written.append(Path(images.save_grid(plots.manifold(model, steps=15), path, ncols=15)))
-    if not hasattr(model, "code") or getattr(model, "input_kind", "images") != "images":
-        return written
-    try:
-        labelled = _dataset(cfg, _validation_split(cfg), args, shuffle=False, labels=True)
-    except (FileNotFoundError, ValueError, data.DataError) as exc:
-        print(f"no code scatter: {exc}", file=sys.stderr)
-        return written
-    codes, labels = plots.codes_and_labels(model, labelled, limit=2000)
-    points, explained = plots.project_2d(codes)
-    path = out_path.with_name(out_path.stem + "_codes" + out_path.suffix)
-    written.append(Path(plots.save_scatter(points, labels, path, class_names=getattr(labelled, "class_names", None))))
-    if codes.shape[1] > 2:
-        print(f"code scatter: first two principal components of {codes.shape[1]} latents "
-              f"({explained:.0%} of the codes' variance)")
-    return written
 
 
 def cmd_list(args) -> int:
@@ -253,215 +131,28 @@ def cmd_config(args) -> int:
     info = vaezoo.model_info(args.name)
     cfg = vaezoo.get_config(args.name, **_overrides(args))
     print(f"# {args.name}: {info.family} from {info.source}" + (f" ({info.config_path})" if info.config_path else ""))
-    print(_config_yaml(cfg), end="")
+    print(trainer.config_yaml(cfg), end="")
     return 0
-
-
-def _run_description(args, cfg) -> dict[str, Any]:
-    """What identifies a run: resuming it with anything else is refused (``epochs`` may grow)."""
-    return {"model": args.name,
-            "config": yaml.safe_load(_config_yaml(cfg)),
-            "args": {"limit": args.limit, "kl_warmup": args.kl_warmup or 0, "vqvae": args.vqvae,
-                     **({"pretrained": _pretrained_key(args)} if args.pretrained is not None else {}),
-                     **({"init_output_bias": True} if args.init_output_bias else {})}}
-
-
-def _pretrained_key(args) -> str | None:
-    return None if args.pretrained is None else vaezoo.pretrained_info(args.name, args.pretrained).key
-
-
-def _out_folder(path: str) -> Path:
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise UsageError(f"--out {path} is a file, not a folder; pass a folder for the run.") from None
-    except NotADirectoryError:
-        raise UsageError(f"--out {path} cannot be created: a part of the path is a file, not a folder.") from None
-    except PermissionError:
-        raise UsageError(f"--out {path} cannot be created: permission denied.") from None
-    if not os.access(out, os.W_OK):
-        raise UsageError(f"--out {path} is not writable.")
-    return out
-
-
-def _existing_run(out: Path) -> dict | None:
-    """The description of the run already in ``out`` (from state.json, else config.yaml), or None."""
-    try:
-        state = runs.read_state(out)
-    except runs.RunError as exc:
-        warnings.warn(f"{exc}; checking the run against config.yaml instead.", runs.RunWarning, stacklevel=2)
-        state = None
-    if state is not None and "config" in state:
-        return state
-    config_file = out / runs.CONFIG_FILE
-    if config_file.is_file():
-        try:
-            cfg = zconfig.load_yaml(config_file)
-        except (zconfig.ConfigError, OSError):
-            return None
-        return {"config": cfg, "epochs_done": (state or {}).get("epochs_done", 0), "finished": False}
-    return None
 
 
 def cmd_train(args) -> int:
-    if args.init_output_bias and (args.pretrained is not None or args.vqvae):
-        raise UsageError("--init-output-bias starts a new decoder at the data's mean image; it does not combine with "
-                         f"{'--pretrained' if args.pretrained is not None else '--vqvae'} (those weights come trained).")
-    overrides = _overrides(args)
-    if args.pretrained is not None:  # fine-tune: the architecture and data the weights were trained with
-        overrides = {**_pretrained_defaults(args), **overrides}
-    cfg = vaezoo.get_config(args.name, **overrides)
-    out = _out_folder(args.out or os.path.join("runs", args.name))
-    with runs.RunLock(out) as lock:  # before anything in the folder is read or written
-        return _train(args, cfg, overrides, out, lock)
+    def on_strategy(stage: str) -> None:  # the multi-worker supervisor waits from "wait" to "ready"
+        _tell_supervisor(b"w" if stage == "wait" else b"r", last=stage == "ready")
 
-
-def _train(args, cfg, overrides, out: Path, lock: runs.RunLock) -> int:
-    fileio.clean_partials(out)  # what a killed writer left (the run's real files are whole)
-    if lock.previous and lock.previous.get("pid") != os.getpid():
-        print(f"took over the lock of an earlier run that ended without releasing it "
-              f"(pid {lock.previous.get('pid')}, started {lock.previous.get('started')})")
-    # First, before other TensorFlow ops: MultiWorkerMirroredStrategy must start its cluster then.
-    _tell_supervisor(b"w")  # multi_worker: waiting for the other workers starts here ...
-    strategy = distribute.strategy(args.strategy)
-    _tell_supervisor(b"r", last=True)  # ... and ends here
-    if distribute.is_mirrored(strategy):
-        print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas in sync; "
-              f"the global batch of {cfg['batch_size']} is split over them")
-    if args.seed is not None:
-        keras.utils.set_random_seed(args.seed)
-    if args.vqvae is None:
-        cfg, overrides = _fit_user_data(args, cfg, overrides)
-    labels = bool(getattr(vaezoo.model_info(args.name).builder, "uses_condition", False))  # cvae: (x, y) batches
-    if labels and cfg.get("num_labels"):  # m2: a few labelled examples beside the unlabelled rest
-        if args.limit:
-            raise UsageError(f"--limit does not combine with num_labels={cfg['num_labels']} (the labelled examples "
-                             "are drawn from the whole training split); use --set num_labels=0 to train on every "
-                             "label, or a smaller data set.")
-        train_ds = data.semi_supervised(cfg["dataset"], cfg["num_labels"], batch_size=cfg["batch_size"],
-                                        seed=args.seed, data_dir=args.data_dir, binarize=cfg["binarize"],
-                                        image_size=cfg.get("image_size"), color_mode=cfg.get("color_mode"),
-                                        validation_split=cfg.get("validation_split",
-                                                                 data.sources.DEFAULT_VALIDATION_SPLIT))
-    else:
-        train_ds = _dataset(cfg, "train", args, limit=args.limit, labels=labels)
-    val_ds = _dataset(cfg, _validation_split(cfg), args, limit=args.limit, shuffle=False, labels=labels)
-    vqvae = None
-    if args.vqvae:  # a prior over codes: train on the codes of a trained VQ-VAE
-        vqvae = _load_checkpoint(args.vqvae)
-        if not hasattr(vqvae, "prior_config"):
-            raise UsageError(f"--vqvae {args.vqvae} is a {type(vqvae).__name__}, not a VQ-VAE.")
-        tie = vqvae.prior_config()  # the code shapes and codebook size the prior must model
-        if not set(tie) <= set(vaezoo.model_info(args.name).schema):
-            raise UsageError(
-                f"{args.name!r} cannot model the codes of a {type(vqvae).__name__} (--vqvae {args.vqvae}); "
-                f"its prior is {vqvae.prior_name!r}: vaezoo train {vqvae.prior_name} --vqvae {args.vqvae}"
-            )
-        overrides = {**overrides, **tie}
-        cfg = vaezoo.get_config(args.name, **overrides)
-        train_ds, val_ds = data.codes_dataset(vqvae, train_ds), data.codes_dataset(vqvae, val_ds)
-    if "data_shape" in cfg and "data_shape" not in overrides:
-        spec = train_ds.element_spec
-        shape = tuple((spec[0] if isinstance(spec, tuple) else spec).shape[1:])  # (images, labels) for cvae
-        if tuple(cfg["data_shape"]) != shape:
-            print(f"data_shape {tuple(cfg['data_shape'])} -> {shape} to match dataset {cfg['dataset']!r}")
-            cfg = vaezoo.get_config(args.name, **overrides, data_shape=list(shape))
-    builder = vaezoo.model_info(args.name).builder
-    if getattr(builder, "dataset_size_from_data", False) and "dataset_size" not in overrides:
-        n = data.count_examples(train_ds)  # N of a bound over the whole data set (bayesian_vae)
-        if cfg.get("dataset_size") != n:
-            print(f"dataset_size {cfg.get('dataset_size')} -> {n}: the number of training examples")
-            cfg = {**cfg, "dataset_size": n}
-
-    # The run already in the folder: refuse another config before touching any file; a finished
-    # run is left alone unless asked to train longer.
-    description = _run_description(args, cfg)
-    previous = None if args.overwrite else _existing_run(out)
-    if previous is not None:
-        differences = runs.config_differences({k: previous.get(k) for k in description if k in previous},
-                                              {k: v for k, v in description.items() if k in previous})
-        if differences:
-            raise UsageError(f"--out {out} holds a run with another config ({'; '.join(differences)}). Resume it with "
-                             "its own settings, pass --overwrite to replace it, or use another --out.")
-        done = previous.get("epochs_done", 0)
-        if previous.get("finished") and cfg["epochs"] <= done and (out / runs.MODEL_FILE).is_file():
-            print(f"{out} holds a finished run of {args.name} ({done} epochs); nothing to do. Pass --epochs N with "
-                  f"N > {done} to train on, or --overwrite to start again.")
-            return 0
-
-    with strategy.scope():
-        model = training.compile_model(vaezoo.get(args.name, pretrained=args.pretrained or False, **cfg), cfg)
-    if args.init_output_bias:  # a resumed run loads its checkpoint over it
-        try:
-            training.init_output_bias(model, train_ds)
-        except ValueError as e:
-            raise UsageError(f"--init-output-bias: {e}") from None
-
-    def write_config(folder):
-        fileio.atomic_write_text(folder / runs.CONFIG_FILE, _config_yaml(cfg))
-
-    callbacks = training.standard_callbacks(out, run_info=description, fresh=args.overwrite, on_commit=write_config)
-    checkpoint = next(c for c in callbacks if isinstance(c, runs.RunCheckpoint))
-    if args.overwrite and (out / "logs").is_dir():
-        shutil.rmtree(out / "logs")  # the TensorBoard curves of the replaced run
-    if args.kl_warmup:
-        callbacks.append(vaezoo.callbacks.KLWarmup(args.kl_warmup))
-    callbacks.append(_ReportResume(checkpoint))
-    if vqvae is None:  # images in TensorBoard: samples and reconstructions of 8 validation images
-        _, examples = _first(model, val_ds, 8)
-        callbacks.append(vaezoo.callbacks.ImageSummaries(out / "logs" / "images", examples,
-                                                         labelled=_labelled_examples(cfg, args)))
-    model.fit(train_ds, epochs=cfg["epochs"], validation_data=val_ds, callbacks=callbacks, verbose=args.verbose)
-    with fileio.atomic_path(out / runs.MODEL_FILE) as tmp:
-        model.save(tmp)
-    if vqvae is not None:  # images decoded from codes that the trained prior draws
-        written = _write_samples(vqvae, out / "samples.png", None, args.seed, prior=model)
-    else:
-        written = _write_samples(model, out / "samples.png", val_ds, args.seed)
-        written += _write_traversal(model, out / "samples.png", val_ds)
-        written += _write_latent_plots(model, out / "samples.png", cfg, args)
-    runs.mark_finished(out, cfg["epochs"])
-    print(f"saved {out / runs.MODEL_FILE}; wrote {', '.join(map(str, written))}; TensorBoard logs in {out / 'logs'}")
+    result = trainer.train(args.name, overrides=_overrides(args), out=args.out, seed=args.seed, limit=args.limit,
+                           data_dir=args.data_dir, strategy=args.strategy, pretrained=args.pretrained,
+                           vqvae=args.vqvae, kl_warmup=args.kl_warmup or 0, init_output_bias=args.init_output_bias,
+                           overwrite=args.overwrite, verbose=args.verbose, on_strategy=on_strategy)
+    if not result.already_finished:
+        print(f"saved {result.out / runs.MODEL_FILE}; wrote {', '.join(map(str, result.written))}; TensorBoard logs "
+              f"in {result.out / 'logs'}")
     return 0
-
-
-class _ReportResume(keras.callbacks.Callback):
-    """Says where a resumed run starts (after RunCheckpoint has restored it)."""
-
-    def __init__(self, checkpoint: runs.RunCheckpoint):
-        super().__init__()
-        self.checkpoint = checkpoint
-
-    def on_train_begin(self, logs=None):
-        if self.checkpoint.restored_from is not None:
-            print(f"resuming at epoch {self.checkpoint.epochs_done + 1} from {self.checkpoint.restored_from}")
-
-
-def _load_checkpoint(path, expect: str | None = None):
-    """Load a ``.keras`` file (plugins first, so their classes are known); with ``expect``, refuse a
-    checkpoint of another registered model than ``expect``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist (expected a .keras file written by vaezoo train).")
-    vaezoo.load_plugins()
-    try:
-        model = keras.models.load_model(path)
-    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:
-        raise UsageError(f"Checkpoint {path} cannot be loaded ({type(exc).__name__}: {str(exc)[:300]}).") from None
-    held = getattr(model, "registry_name", None) or model.name
-    if expect is not None and held != expect:
-        raise UsageError(f"--checkpoint {path} holds a {held!r} model, not {expect!r}; name the model it holds "
-                         f"(vaezoo ... {held} --checkpoint {path}) or pass a checkpoint of {expect!r}.")
-    if not model.compiled:  # saved before compile(): evaluate() still needs a compiled model
-        model.compile()
-    return model
 
 
 def _model(args):
     """The model that ``evaluate``/``sample``/``export`` work on: ``--checkpoint`` or ``--pretrained [TAG]``."""
     if args.pretrained is None:
-        return _load_checkpoint(args.checkpoint, expect=args.name)
+        return trainer.load_checkpoint(args.checkpoint, expect=args.name)
     model = vaezoo.get(args.name, pretrained=args.pretrained)
     model.compile()
     return model
@@ -471,19 +162,12 @@ def _prior(args) -> tuple[Any, str | None]:
     """``--prior CHECKPOINT``, else with ``--pretrained`` the prior shipped with those weights (if any),
     with where it came from (the checkpoint path or the shipped prior's key); ``(None, None)`` if neither."""
     if args.prior:
-        return _load_checkpoint(args.prior), args.prior
+        return trainer.load_checkpoint(args.prior), args.prior
     if args.pretrained is not None:
         prior = vaezoo.pretrained_info(args.name, args.pretrained).prior
         if prior:
             return vaezoo.get(prior, pretrained=True), prior
     return None, None
-
-
-def _pretrained_defaults(args) -> dict[str, Any]:
-    """With ``--pretrained``: the config of those weights and the data set they were trained and measured on."""
-    entry = vaezoo.pretrained_info(args.name, args.pretrained)
-    spec = entry.metric["data"]
-    return {**entry.config, "dataset": spec["name"], "binarize": spec.get("binarize", "none")}
 
 
 #: The data settings ``evaluate``/``sample`` take from the run folder of ``--checkpoint``.
@@ -513,7 +197,7 @@ def _data_config(args) -> dict[str, Any]:
     with a ``--checkpoint`` of a run folder, that run's data; options given on the command line win."""
     overrides = _overrides(args)
     if getattr(args, "pretrained", None) is not None:
-        overrides = {**_pretrained_defaults(args), **overrides}
+        overrides = {**trainer.pretrained_defaults(args.name, args.pretrained), **overrides}
     else:
         overrides = {**_run_data_defaults(args), **overrides}
     return vaezoo.get_config(args.name, **overrides)
@@ -531,7 +215,7 @@ def cmd_evaluate(args) -> int:
             f"--num-samples estimates log p(x) for continuous-latent models (VAE, BetaVAE, IWAE); "
             f"{type(model).__name__} has discrete codes."
         )
-    ds = _dataset(cfg, args.split, args, limit=args.limit, shuffle=False, labels=_conditional(model))
+    ds = _dataset(cfg, args.split, args, limit=args.limit, shuffle=False, labels=pictures.conditional(model))
     results = model.evaluate(ds, return_dict=True, verbose=args.verbose)
     print(f"{args.name} on {cfg['dataset']}:{args.split} (nats per example)")
     for key, value in results.items():
@@ -602,24 +286,24 @@ def cmd_sample(args) -> int:
     cfg = _data_config(args)
     model = _model(args)
     try:
-        test_ds = _dataset(cfg, _validation_split(cfg), args, shuffle=False, labels=_conditional(model))
+        test_ds = _dataset(cfg, _validation_split(cfg), args, shuffle=False, labels=pictures.conditional(model))
     except (FileNotFoundError, data.DataError) as exc:
         print(f"no reconstructions: {exc}", file=sys.stderr)
         test_ds = None
     classes = None
     if args.labels is not None:
-        if not _conditional(model):
+        if not pictures.conditional(model):
             raise UsageError(f"--labels picks the classes of a conditional model (cvae); {args.name} ignores labels.")
         classes = parse_labels(args.labels, model.num_classes)
     prior, prior_source = _prior(args)
-    written = _write_samples(model, Path(args.out), test_ds, args.seed, prior=prior, classes=classes)
+    written = pictures.write_samples(model, Path(args.out), test_ds, args.seed, prior=prior, classes=classes)
     if args.traverse:
         if not hasattr(model, "traverse"):
             raise UsageError(f"--traverse sweeps continuous latents; {type(model).__name__} has discrete codes.")
         if test_ds is None:
             raise UsageError("--traverse needs the data set to encode an example (see --data-dir).")
-        written += _write_traversal(model, Path(args.out), test_ds)
-    written += _write_latent_plots(model, Path(args.out), cfg, args)
+        written += pictures.write_traversal(model, Path(args.out), test_ds)
+    written += pictures.write_latent_plots(model, Path(args.out), cfg, data_dir=args.data_dir, seed=args.seed)
     source = ""
     if prior is not None:
         source = f" (codes drawn from the prior {prior_source})"
@@ -829,10 +513,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous_format = warnings.formatwarning
     if not args.debug:  # warnings as one line each, like the errors
         warnings.formatwarning = lambda message, category, *rest, **kw: f"vaezoo: warning: {message}\n"
+    with _console_log():
+        try:
+            return _main(argv, args)
+        finally:
+            warnings.formatwarning = previous_format
+
+
+class _Console(logging.Handler):
+    """The library's progress notes (the ``"vaezoo"`` logger) as the CLI's output: info on stdout, warnings on
+    stderr, one line each (the streams are looked up when a note is written, so redirections apply)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = sys.stdout if record.levelno < logging.WARNING else sys.stderr
+        print(record.getMessage(), file=stream, flush=True)
+
+
+@contextlib.contextmanager
+def _console_log():
+    logger = logging.getLogger("vaezoo")
+    handler, level, propagate = _Console(), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
-        return _main(argv, args)
+        yield
     finally:
-        warnings.formatwarning = previous_format
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _main(argv: list[str], args) -> int:

@@ -41,6 +41,7 @@ import os
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -588,6 +589,16 @@ def keras_smart_resize(x, image_size):
     import keras
 
     return tf.clip_by_value(keras.preprocessing.image.smart_resize(x, sources._image_size(image_size)), 0.0, 1.0)
+
+
+def from_config(cfg: Mapping[str, Any], split: str, *, data_dir=None, seed=None, limit=None, shuffle=None,
+                labels: bool = False) -> tf.data.Dataset:
+    """:func:`load` with the data keys of a model config (``dataset``, ``batch_size``, ``binarize``,
+    ``image_size``, ``color_mode``, ``validation_split``): the data a run of that config trains on."""
+    return load(cfg["dataset"], split=split, batch_size=cfg["batch_size"], data_dir=data_dir,
+                binarize=cfg["binarize"], shuffle=shuffle, seed=seed, limit=limit, image_size=cfg.get("image_size"),
+                color_mode=cfg.get("color_mode"),
+                validation_split=cfg.get("validation_split", sources.DEFAULT_VALIDATION_SPLIT), labels=labels)
 
 
 def load(
