@@ -189,3 +189,19 @@ def test_train_init_output_bias_is_recorded_and_refused_where_it_cannot_apply(tm
     assert cli.main(["train", "vae", "--dataset", "sprites", "--set", "likelihood=continuous_bernoulli",
                      "--init-output-bias", "--epochs", "1", "--limit", "32", "--out", str(tmp_path / "cb")]) == 2
     assert "--init-output-bias" in capsys.readouterr().err
+
+
+def test_help_needs_no_tensorflow_and_commands_print_no_startup_noise():
+    # `vaezoo --help` and a command's --help are answered by the parser alone (issue 29): no TensorFlow import.
+    import subprocess
+    import sys
+
+    for argv in (["--help"], ["train", "--help"], ["--version"]):
+        done = subprocess.run([sys.executable, "-X", "importtime", "-m", "vaezoo", *argv], capture_output=True,
+                              text=True)
+        assert done.returncode == 0 and ("usage: vaezoo" in done.stdout or "vaezoo 0" in done.stdout), done.stderr
+        imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line]
+        assert "vaezoo.cli.parser" in imported and not any(m.startswith(("tensorflow", "keras")) for m in imported)
+    # A real command imports everything, and TensorFlow's C++ start-up lines (oneDNN, CUDA, cuInit) stay out.
+    done = subprocess.run([sys.executable, "-m", "vaezoo", "config", "vae"], capture_output=True, text=True)
+    assert done.returncode == 0 and "latent_dim:" in done.stdout and done.stderr == "", done.stderr

@@ -9,6 +9,8 @@
 >>> model.compile(keras.optimizers.Adam(1e-3))
 """
 
+from vaezoo.version import __version__
+from vaezoo.cli import parser as _cli_parser  # light: argparse and the config's constants
 from vaezoo.config import ConfigError
 from vaezoo.registry import (
     get,
@@ -19,15 +21,19 @@ from vaezoo.registry import (
     model_info,
     register_model,
 )
-from vaezoo import bayesian, bounds, flows, callbacks, components, data, distribute, layers, models, training, vq  # noqa: F401  (importing models registers the built-ins)
-from vaezoo import export
-from vaezoo.export import load_exported
 from vaezoo.pretrained import list_pretrained, pretrained_info
-from vaezoo import zoo  # noqa: F401  (making a zoo of weights: above the registry)
-from vaezoo.trainer import TrainResult, train
-from vaezoo.models import CIWAE, DIPVAE, HierarchicalVAE, IWAE, MIWAE, PIWAE, RWS, VAE, BayesianVAE, CategoricalVAE, HypersphericalVAE, InfoVAE, WAEMMD, VQVAE, BaseVAE, BetaTCVAE, BetaVAE, FactorVAE
 
-__version__ = "0.1.0"
+# `vaezoo --help` (and each command's) is answered by the parser alone, without TensorFlow; any other use of
+# the package imports all of it here, so that `import vaezoo` registers every model with Keras (and
+# `keras.models.load_model` then reads vaezoo's .keras files).
+if not _cli_parser.help_only():
+    with _cli_parser.quiet_tensorflow():
+        from vaezoo import bayesian, bounds, flows, callbacks, components, data, distribute, layers, models, training, vq  # noqa: F401  (importing models registers the built-ins)
+        from vaezoo import export
+        from vaezoo.export import load_exported
+        from vaezoo import zoo  # noqa: F401  (making a zoo of weights: above the registry)
+        from vaezoo.trainer import TrainResult, train
+        from vaezoo.models import CIWAE, DIPVAE, HierarchicalVAE, IWAE, MIWAE, PIWAE, RWS, VAE, BayesianVAE, CategoricalVAE, HypersphericalVAE, InfoVAE, WAEMMD, VQVAE, BaseVAE, BetaTCVAE, BetaVAE, FactorVAE
 
 __all__ = [
     "BaseVAE",

@@ -100,6 +100,12 @@ REQUIRED = inspect.Parameter.empty
 OPTIMIZER_NAMES = ("adam", "adamw", "rmsprop", "sgd")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 BINARIZE = ("dynamic", "none")
+#: ``tf.distribute`` strategies by name (:func:`vaezoo.distribute.strategy`).
+STRATEGIES = ("default", "mirrored", "multi_worker")
+#: TFLite weight quantizations (:func:`vaezoo.export.tflite`).
+QUANTIZATIONS = (None, "float16", "dynamic_range")
+#: The environment variable naming the folder of the data files (MNIST, binarized MNIST).
+DATA_DIR_ENV = "VAEZOO_DATA_DIR"
 
 COLOR_MODES = ("grayscale", "rgb", None)
 

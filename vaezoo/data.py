@@ -50,7 +50,7 @@ from vaezoo import config as _config
 from vaezoo import sources
 from vaezoo.sources import DataError
 
-DATA_DIR_ENV = "VAEZOO_DATA_DIR"
+DATA_DIR_ENV = _config.DATA_DIR_ENV
 
 
 #: The registered data sets (a live registry: a plugin's entry counts once registered).

@@ -34,7 +34,9 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
+from vaezoo import config as _config
+
+STRATEGIES = _config.STRATEGIES
 
 
 def strategy(name: str = "default") -> tf.distribute.Strategy:

@@ -18,13 +18,14 @@ from typing import Iterable
 
 import tensorflow as tf
 
+from vaezoo import config as _config
 from vaezoo import fileio
 
 from vaezoo.export.savedmodel import build_archive, select_endpoints
 
 #: Signatures written by default: what a phone app needs to encode, decode and generate.
 DEFAULT_SIGNATURES = ("encode", "decode", "sample_from_noise")
-QUANTIZATIONS = (None, "float16", "dynamic_range")
+QUANTIZATIONS = _config.QUANTIZATIONS
 
 
 def _check_quantize(quantize) -> None:
