@@ -159,3 +159,15 @@ def test_a_checkout_on_pythonpath_reads_its_own_configs(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == str(clone / "zoo_configs" / "vae.yaml")
+
+
+def test_every_subpackage_is_in_the_wheel():
+    # pyproject.toml lists the packages explicitly: a new subpackage (vaezoo.cli) missing there would import
+    # from a checkout and fail from an installed wheel.
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "vaezoo").rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
