@@ -4,7 +4,9 @@ shipped zoo (every shipped model's test metric measured again and compared with 
 from __future__ import annotations
 
 import json
+import re
 import socket
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -311,3 +313,36 @@ def test_cli_evaluate_disentanglement_metrics(tiny_zoo, capsys):
     assert cli.main([*argv[:5], "mig,nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown metric 'nope'" in err and "factor_vae_score" in err
+
+
+def _numbers(text):
+    return [float(n) for n in re.findall(r"(?<![\w.])\d+\.\d+", text)]
+
+
+def test_readme_and_results_quote_the_manifest():
+    # The figures people read (README's list of shipped weights, docs/results.md's pretrained table) are the
+    # manifest's, to their printed precision; every shipped entry is in both.
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    shipped = readme[readme.index("Shipped now:"):readme.index("## Distributed training")]
+    keys = sorted(SHIPPED, key=lambda k: shipped.find(f"`{k}`"))
+    priors = {e.prior for e in SHIPPED.values() if e.prior}
+    for key in keys:
+        start = shipped.find(f"`{key}`")
+        assert start >= 0, f"README's list of shipped weights lacks {key}"
+        later = [shipped.find(f"`{k}`", start + 1) for k in keys if k != key and k not in priors]
+        window = shipped[start:min([p for p in later if p > start] or [len(shipped)])]
+        value = SHIPPED[key].metric["value"]
+        assert any(abs(n - value) < 0.0051 for n in _numbers(window)), (key, value, window[:200])
+    results = (root / "docs" / "results.md").read_text()
+    results = results[results.index("## Pretrained weights"):]
+    results = results[:results.index("\n## ", 10)]
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([\w.]+)`.*$", results, re.M) if m.group(1) in SHIPPED}
+    assert set(rows) == set(SHIPPED), set(SHIPPED) ^ set(rows)
+    for key, row in rows.items():
+        entry = SHIPPED[key]
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        metric, check, megabytes = _numbers(cells[3]), _numbers(cells[4]), _numbers(cells[5])
+        assert abs(metric[0] - entry.metric["value"]) < 0.0051, (key, cells[3], entry.metric["value"])
+        assert abs(check[0] - entry.check["value"]) < 0.0051, (key, cells[4], entry.check["value"])
+        assert abs(megabytes[0] - entry.bytes / 1e6) < 0.051, (key, cells[5], entry.bytes)
