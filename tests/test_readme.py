@@ -1,4 +1,5 @@
-"""The README's Python blocks run as pasted, in order, with the data path and the run lengths shortened.
+"""The Python blocks of the README and of its guides (docs/guide/) run as pasted, in order (the README first,
+then the guides in the order of ``GUIDES``), with the data path and the run lengths shortened.
 
 Each block must carry its own imports: before a block runs, the modules that earlier blocks imported are
 dropped from the namespace (their variables stay, as in a reader's session). A block preceded by
@@ -18,13 +19,20 @@ import vaezoo
 from conftest import rgb_image_folder
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDES = [README.parent / "docs" / "guide" / f"{name}.md"
+          for name in ("training", "inference", "evaluation", "export", "extending")]
 BLOCK = re.compile(r"(?:<!-- readme-test: skip: (?P<reason>[^>]*?) -->\n)?```python\n(?P<code>.*?)```", re.S)
 
 
-def blocks() -> list[tuple[int, str, str | None]]:
-    text = README.read_text()
-    return [(text.count("\n", 0, m.start("code")) + 1, m.group("code"), m.group("reason"))
-            for m in BLOCK.finditer(text)]
+def blocks() -> list[tuple[str, str, str | None]]:
+    """``(page:line, code, skip reason)`` of every Python block, the README's first."""
+    found = []
+    for page in [README, *GUIDES]:
+        text = page.read_text()
+        name = page.relative_to(README.parent)
+        found += [(f"{name}:{text.count(chr(10), 0, m.start('code')) + 1}", m.group("code"), m.group("reason"))
+                  for m in BLOCK.finditer(text)]
+    return found
 
 
 def shorten(code: str, data_dir: Path) -> str:
@@ -63,9 +71,9 @@ def test_readme_python_blocks_run(tmp_path, data_dir, monkeypatch):
             for key in [k for k, v in namespace.items() if isinstance(v, types.ModuleType)]:
                 del namespace[key]  # a block imports what it uses
             try:
-                exec(compile(shorten(code, data_dir), f"README.md:{line}", "exec"), namespace)
+                exec(compile(shorten(code, data_dir), line, "exec"), namespace)
             except Exception as exc:  # name the block that failed
-                raise AssertionError(f"the README's Python block at line {line} failed: {type(exc).__name__}: {exc}")
+                raise AssertionError(f"the Python block at {line} failed: {type(exc).__name__}: {exc}")
     finally:
         vaezoo.registry.unregister_model("free_bits_vae")
     assert (tmp_path / "vae.keras").is_file() and (tmp_path / "exports" / "vae" / "vae.tflite").is_file()
