@@ -83,14 +83,14 @@ XLA_SLOW = {"vq_vae2", "hierarchical_pixelcnn_prior"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in XLA_SLOW else n for n in MODELS])
-def test_jit_compile_trains(name):
+def test_default_compile_trains_with_xla(name):
     if name in XLA_SLOW and not os.environ.get("VAEZOO_XLA_CHILD"):
         # XLA's CPU compiler segfaulted on vq_vae2 late in CI's long `pytest -m slow` process (TF 2.21), though the
         # same check passes alone: run these large compiles in a fresh interpreter, so a crash fails this test
         # with its output instead of killing the whole run.
         child = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-m", "slow", "-p", "no:cacheprovider",
-             f"tests/test_models.py::test_jit_compile_trains[{name}]"],
+             f"tests/test_models.py::test_default_compile_trains_with_xla[{name}]"],
             cwd=Path(__file__).resolve().parents[1], env={**os.environ, "VAEZOO_XLA_CHILD": "1"},
             capture_output=True, text=True, timeout=900)
         assert child.returncode == 0, (child.returncode, child.stdout[-4000:], child.stderr[-4000:])
@@ -101,8 +101,15 @@ def test_jit_compile_trains(name):
     mixture = "prior" in schema and (schema["prior"].constraint is None or schema["prior"].constraint.accepts("mixture"))
     model = tiny(name, **({"prior": "mixture"} if mixture else {}))
     x = batch_for(model, n=16)
-    model.compile(keras.optimizers.Adam(1e-3), jit_compile=True)
-    history = model.fit(tf.data.Dataset.from_tensors(x).repeat(3), epochs=1, verbose=0)
+    # What a user runs: compile()'s defaults (XLA on one device where the family is faster with it, 32 steps
+    # per execution, the fused XLA block for steps written in the base class); the suite's autouse fixture
+    # turns "auto" XLA off elsewhere, so this is the test of the default path for every model. Families that
+    # keep XLA off by default get it explicitly, so that every model is checked under XLA too.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vaezoo.distribute, "AUTO_JIT_COMPILE", True)
+        model.compile(keras.optimizers.Adam(1e-3), **({} if model.xla_by_default else {"jit_compile": True}))
+        history = model.fit(tf.data.Dataset.from_tensors(x).repeat(3), epochs=1, verbose=0)
+    assert model.jit_compile is True and model.steps_per_execution == 32
     assert np.isfinite(history.history["loss"][-1])
 
 
