@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import vaezoo
 
@@ -81,3 +82,20 @@ def test_sample_quality_benchmark_writes_its_rows_and_keeps_them(data_dir, tmp_p
     assert "beta_vae_conv.sprites" in rows  # kept
     assert rows["beta_vae_conv.sprites + gmm"]["sampler"]["num_codes"] == 20_000
     assert "beta_vae_conv.sprites + gmm" in (out / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_vqvae2_diagnosis_finds_which_level_the_decoder_reads(data_dir, tmp_path):
+    import json
+
+    import vqvae2_diagnosis
+
+    out = tmp_path / "diagnosis.json"
+    vqvae2_diagnosis.main(["--data-dir", str(data_dir), "--limit", "200", "--samples", "4", "--out", str(out)])
+    result = json.loads(out.read_text())
+    own, top, bottom = (result["cases"][k] for k in ("own codes", "top of another image", "bottom of another image"))
+    # The shipped model: swapping the bottom codes swaps the digit, swapping the top ones does not.
+    assert own["label_of_the_image"] > 0.9 and bottom["label_of_the_other_image"] > 0.9
+    assert top["label_of_the_image"] > 0.9 and bottom["reconstruction_nll"] > 100 * max(top["reconstruction_nll"], 1)
+    assert abs(result["prior"]["nll"] - result["prior"]["nll_top"] - result["prior"]["nll_bottom"]) < 0.01
+    assert set(result["samples"]) == {"vq_vae2", "vq_vae"} and result["samples"]["vq_vae"]["samples"] == 4
