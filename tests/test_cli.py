@@ -12,6 +12,9 @@ from vaezoo import cli, training
 
 from conftest import batch_for, tiny
 
+# Its module-scoped fixture is built once: every test of the module runs in one xdist worker.
+pytestmark = pytest.mark.xdist_group("test_cli")
+
 TINY = ["--set", "hidden_units=[16]", "--set", "conv_filters=[4, 4, 4]", "--set", "latent_dim=2"]
 
 
@@ -185,7 +188,7 @@ def test_train_init_output_bias_is_recorded_and_refused_where_it_cannot_apply(tm
     assert cli.main([*argv[:-1], "--epochs", "2"]) == 2
     assert "init_output_bias" in capsys.readouterr().err
     assert cli.main(["train", "beta_vae_conv", "--pretrained", "--init-output-bias", "--out", str(tmp_path / "p")]) == 2
-    assert "does not combine with --pretrained" in capsys.readouterr().err
+    assert "does not combine with pretrained= (--pretrained)" in capsys.readouterr().err
     assert cli.main(["train", "vae", "--dataset", "sprites", "--set", "likelihood=continuous_bernoulli",
                      "--init-output-bias", "--epochs", "1", "--limit", "32", "--out", str(tmp_path / "cb")]) == 2
     assert "--init-output-bias" in capsys.readouterr().err

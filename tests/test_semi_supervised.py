@@ -139,6 +139,6 @@ def test_cli_trains_m2_with_a_few_labels_of_an_npz(tmp_path, capsys):
     assert 2 / 22 <= float(row["labelled"]) <= 0.5 and float(row["classification"]) > 0
     assert (out / "samples.png").is_file() and (out / "model.keras").is_file()
     assert cli.main([*args[:-4], "--limit", "40", "--out", str(tmp_path / "limited")]) == 2
-    assert "--limit does not combine with num_labels=10" in capsys.readouterr().err
+    assert "limit= (--limit) does not combine with num_labels=10" in capsys.readouterr().err
     assert cli.main([*args[:12], "--set", "num_labels=7", *args[14:-2], "--out", str(tmp_path / "odd")]) == 2
     assert "num_labels=7 must be a multiple of the 2 classes" in capsys.readouterr().err

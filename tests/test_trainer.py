@@ -36,6 +36,15 @@ def test_train_runs_resumes_and_refuses_another_config_from_python(tmp_path, cap
     assert (out / runs.CONFIG_FILE).read_text() == before
 
 
+def test_train_errors_name_the_keyword_and_the_cli_flag(tmp_path):
+    # A Python caller reads the keyword it passed, a CLI user the flag: both are in the message.
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"out= \(--out\) .*file is a file, not a folder"):
+        vaezoo.train("vae", "sprites", out=tmp_path / "file")
+    assert trainer.arg("init_output_bias") == "init_output_bias= (--init-output-bias)"
+    assert trainer.arg("overrides") == "overrides= (--set)"
+
+
 def test_train_refuses_what_it_could_not_reload_to_resume(tmp_path):
     with pytest.raises(TypeError, match=r"numpy.savez\(path, x=images, y=labels\)"):
         vaezoo.train("vae", np.zeros((4, 8, 8, 1), "float32"), out=tmp_path / "run")
@@ -43,7 +52,7 @@ def test_train_refuses_what_it_could_not_reload_to_resume(tmp_path):
         vaezoo.train("vea", "sprites", out=tmp_path / "run")
     with pytest.raises(vaezoo.ConfigError, match="latent_dimm"):
         vaezoo.train("vae", "sprites", out=tmp_path / "run", overrides={"latent_dimm": 2})
-    with pytest.raises(ValueError, match="does not combine with --pretrained"):
+    with pytest.raises(ValueError, match=r"does not combine with pretrained= \(--pretrained\)"):
         vaezoo.train("vae", out=tmp_path / "run", pretrained=True, init_output_bias=True)
 
 

@@ -105,19 +105,27 @@ def existing_run(out: str | os.PathLike) -> dict | None:
     return None
 
 
+
+def arg(name: str) -> str:
+    """How an argument of :func:`train` is named in a message: the keyword and the CLI flag that sets it
+    (``out= (--out)``), so a Python caller and a CLI user both read the name they typed."""
+    flag = "--set" if name == "overrides" else "--" + name.replace("_", "-")
+    return f"{name}= ({flag})"
+
 def out_folder(path: str | os.PathLike) -> Path:
     """``path`` as a writable run folder (created), or a ValueError saying why not."""
     out = Path(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise ValueError(f"--out {path} is a file, not a folder; pass a folder for the run.") from None
+        raise ValueError(f"{arg('out')} {path} is a file, not a folder; pass a folder for the run.") from None
     except NotADirectoryError:
-        raise ValueError(f"--out {path} cannot be created: a part of the path is a file, not a folder.") from None
+        raise ValueError(f"{arg('out')} {path} cannot be created: a part of the path is a file, "
+                         "not a folder.") from None
     except PermissionError:
-        raise ValueError(f"--out {path} cannot be created: permission denied.") from None
+        raise ValueError(f"{arg('out')} {path} cannot be created: permission denied.") from None
     if not os.access(out, os.W_OK):
-        raise ValueError(f"--out {path} is not writable.")
+        raise ValueError(f"{arg('out')} {path} is not writable.")
     return out
 
 
@@ -134,7 +142,7 @@ def load_checkpoint(path: str | os.PathLike, expect: str | None = None):
         raise ValueError(f"Checkpoint {path} cannot be loaded ({type(exc).__name__}: {str(exc)[:300]}).") from None
     held = getattr(model, "registry_name", None) or model.name
     if expect is not None and held != expect:
-        raise ValueError(f"--checkpoint {path} holds a {held!r} model, not {expect!r}; name the model it holds "
+        raise ValueError(f"Checkpoint {path} holds a {held!r} model, not {expect!r}; name the model it holds "
                          f"(vaezoo ... {held} --checkpoint {path}) or pass a checkpoint of {expect!r}.")
     if not model.compiled:  # saved before compile(): evaluate() still needs a compiled model
         model.compile()
@@ -211,9 +219,9 @@ def train(name: str, dataset=None, *, out: str | os.PathLike | None = None, epoc
         ValueError, FileNotFoundError, vaezoo.data.DataError: bad data or arguments (each names the fix).
     """
     if init_output_bias and (pretrained not in (None, False) or vqvae):
-        raise ValueError("--init-output-bias starts a new decoder at the data's mean image; it does not combine with "
-                         f"{'--pretrained' if pretrained not in (None, False) else '--vqvae'} (those weights come "
-                         "trained).")
+        raise ValueError(f"{arg('init_output_bias')} starts a new decoder at the data's mean image; it does not "
+                         f"combine with {arg('pretrained') if pretrained not in (None, False) else arg('vqvae')} (those "
+                         "weights come trained).")
     overrides = dict(overrides or {})
     if dataset is not None:
         overrides["dataset"] = _ensure_source(dataset)
@@ -258,8 +266,8 @@ def _train(name, cfg, overrides, out: Path, lock: runs.RunLock, *, seed, limit, 
     labels = bool(getattr(registry.model_info(name).builder, "uses_condition", False))  # cvae: (x, y) batches
     if labels and cfg.get("num_labels"):  # m2: a few labelled examples beside the unlabelled rest
         if limit:
-            raise ValueError(f"--limit does not combine with num_labels={cfg['num_labels']} (the labelled examples "
-                             "are drawn from the whole training split); use --set num_labels=0 to train on every "
+            raise ValueError(f"{arg('limit')} does not combine with num_labels={cfg['num_labels']} (the labelled "
+                             "examples are drawn from the whole training split); set num_labels=0 to train on every "
                              "label, or a smaller data set.")
         train_ds = data.semi_supervised(cfg["dataset"], cfg["num_labels"], batch_size=cfg["batch_size"],
                                         seed=seed, data_dir=data_dir, binarize=cfg["binarize"],
@@ -274,11 +282,11 @@ def _train(name, cfg, overrides, out: Path, lock: runs.RunLock, *, seed, limit, 
     if vqvae:  # a prior over codes: train on the codes of a trained VQ-VAE
         vq_model = load_checkpoint(vqvae)
         if not hasattr(vq_model, "prior_config"):
-            raise ValueError(f"--vqvae {vqvae} is a {type(vq_model).__name__}, not a VQ-VAE.")
+            raise ValueError(f"{arg('vqvae')} {vqvae} is a {type(vq_model).__name__}, not a VQ-VAE.")
         tie = vq_model.prior_config()  # the code shapes and codebook size the prior must model
         if not set(tie) <= set(registry.model_info(name).schema):
             raise ValueError(
-                f"{name!r} cannot model the codes of a {type(vq_model).__name__} (--vqvae {vqvae}); "
+                f"{name!r} cannot model the codes of a {type(vq_model).__name__} ({arg('vqvae')} {vqvae}); "
                 f"its prior is {vq_model.prior_name!r}: vaezoo train {vq_model.prior_name} --vqvae {vqvae}"
             )
         overrides = {**overrides, **tie}
@@ -306,12 +314,13 @@ def _train(name, cfg, overrides, out: Path, lock: runs.RunLock, *, seed, limit, 
         differences = runs.config_differences({k: previous.get(k) for k in description if k in previous},
                                               {k: v for k, v in description.items() if k in previous})
         if differences:
-            raise RunConflictError(f"--out {out} holds a run with another config ({'; '.join(differences)}). Resume "
-                                   "it with its own settings, pass --overwrite to replace it, or use another --out.")
+            raise RunConflictError(f"{arg('out')} {out} holds a run with another config ({'; '.join(differences)}). "
+                                   f"Resume it with its own settings, pass {arg('overwrite')} to replace it, or use "
+                                   "another folder.")
         done = previous.get("epochs_done", 0)
         if previous.get("finished") and cfg["epochs"] <= done and (out / runs.MODEL_FILE).is_file():
-            log.info(f"{out} holds a finished run of {name} ({done} epochs); nothing to do. Pass --epochs N with "
-                     f"N > {done} to train on, or --overwrite to start again.")
+            log.info(f"{out} holds a finished run of {name} ({done} epochs); nothing to do. Pass {arg('epochs')} N "
+                     f"with N > {done} to train on, or {arg('overwrite')} to start again.")
             return TrainResult(model=None, out=out, config=yaml.safe_load(config_yaml(cfg)), already_finished=True)
 
     with strategy.scope():
@@ -320,7 +329,7 @@ def _train(name, cfg, overrides, out: Path, lock: runs.RunLock, *, seed, limit, 
         try:
             training.init_output_bias(model, train_ds)
         except ValueError as e:
-            raise ValueError(f"--init-output-bias: {e}") from None
+            raise ValueError(f"{arg('init_output_bias')}: {e}") from None
 
     def write_config(folder):
         fileio.atomic_write_text(folder / runs.CONFIG_FILE, config_yaml(cfg))
