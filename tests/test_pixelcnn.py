@@ -181,6 +181,33 @@ def test_vqvae2_samples_through_its_prior():
         vq.sample(2, prior=_prior(code_shape=[7, 7], num_codes=vq.num_codes))
 
 
+def test_vqvae2_bottom_codebook_of_its_own_size_through_prior_and_sampling():
+    # bottom_num_codes: a bottom codebook smaller than the top's, carried to the prior over both code maps.
+    vq = tiny("vq_vae2", num_codes=8, bottom_num_codes=3)
+    assert vq.top_quantizer.num_codes == 8 and vq.bottom_quantizer.num_codes == 3
+    assert vq.get_config()["bottom_num_codes"] == 3 and vq.prior_config()["bottom_num_codes"] == 3
+    x = tf.cast(tf.random.stateless_uniform([4, 28, 28, 1], [1, 2]) > 0.5, "float32")
+    top, bottom = vq.encode(x)
+    assert int(tf.reduce_max(bottom)) < 3 and int(tf.reduce_max(top)) < 8
+    # Uniform codes (no prior) stay inside each codebook: the last code at u -> 1.
+    codes = vq.codes_from_noise(top_noise=np.full((1, *vq.top_shape), 0.999, "float32"),
+                                bottom_noise=np.full((1, *vq.bottom_shape), 0.999, "float32"))
+    assert int(tf.reduce_max(codes["top_codes"])) == 7 and int(tf.reduce_max(codes["bottom_codes"])) == 2
+    prior = vaezoo.get("hierarchical_pixelcnn_prior", **vq.prior_config(), channels=8, num_blocks=2)
+    logits = prior({"top": top, "bottom": bottom})
+    assert logits["top"].shape[-1] == 8 and logits["bottom"].shape[-1] == 3
+    drawn = prior.sample(3, seed=0)
+    assert int(tf.reduce_max(drawn["bottom"])) < 3
+    assert vq.sample(2, seed=1, prior=prior).shape == (2, 28, 28, 1)
+    with pytest.raises(ValueError, match="'bottom_num_codes': None"):  # a prior of the 8-code bottom is refused
+        vq.sample(2, prior=vaezoo.get("hierarchical_pixelcnn_prior", **{**vq.prior_config(), "bottom_num_codes": None},
+                                      channels=8, num_blocks=2))
+    restored = type(vq).from_config(vq.get_config())
+    assert restored.bottom_quantizer.num_codes == 3
+    with pytest.raises(vaezoo.ConfigError, match="bottom_num_codes"):
+        vaezoo.get("vq_vae2", bottom_num_codes=1)
+
+
 def test_cli_trains_the_hierarchical_prior_on_a_vqvae2_and_samples(tmp_path, capsys):
     vq = tiny("vq_vae2", data_shape=[32, 32, 1])
     vq.save(tmp_path / "vq2.keras")

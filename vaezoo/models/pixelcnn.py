@@ -377,7 +377,8 @@ class HierarchicalPixelCNNPrior(BaseVAE):
     Args:
         top_shape: ``(h, w)`` of the top codes.
         bottom_shape: ``(h, w)`` of the bottom codes, a multiple of ``top_shape``.
-        num_codes: K of both codebooks.
+        num_codes: K of the top codebook (and of the bottom one unless ``bottom_num_codes`` is set).
+        bottom_num_codes: K of the bottom codebook (a ``vq_vae2``'s ``bottom_num_codes``; default ``num_codes``).
         channels: feature channels of both PixelCNNs.
         num_blocks: gated blocks of each PixelCNN.
         kernel_size: odd kernel size of the masked convolutions.
@@ -388,7 +389,7 @@ class HierarchicalPixelCNNPrior(BaseVAE):
     input_kind = "codes"
     config_constraints = {"num_codes": cfg.Range(2), "channels": cfg.AT_LEAST_1, "num_blocks": cfg.AT_LEAST_1,
                           "kernel_size": cfg.AT_LEAST_1, "code_shape": cfg.AT_LEAST_1, "top_shape": cfg.AT_LEAST_1,
-                          "bottom_shape": cfg.AT_LEAST_1}
+                          "bottom_shape": cfg.AT_LEAST_1, "bottom_num_codes": cfg.Range(2)}
     code_levels = ("top", "bottom")
 
     def __init__(
@@ -400,15 +401,17 @@ class HierarchicalPixelCNNPrior(BaseVAE):
         num_blocks: int = 6,
         kernel_size: int = 3,
         seed: int | None = None,
+        bottom_num_codes: int | None = None,
         **kwargs,
     ):
         top = GatedPixelCNN(top_shape, num_codes, channels, num_blocks, kernel_size, name="top_pixelcnn")
-        bottom = GatedPixelCNN(bottom_shape, num_codes, channels, num_blocks, kernel_size,
+        bottom = GatedPixelCNN(bottom_shape, bottom_num_codes or num_codes, channels, num_blocks, kernel_size,
                                condition_shape=top_shape, condition_codes=num_codes, name="bottom_pixelcnn")
         super().__init__(data_shape=bottom.code_shape, seed=seed, **kwargs)
         self.top_network, self.bottom_network = top, bottom
         self.top_shape, self.bottom_shape = top.code_shape, bottom.code_shape
         self.num_codes = int(num_codes)
+        self.bottom_num_codes = None if bottom_num_codes is None else int(bottom_num_codes)
         self.channels = int(channels)
         self.num_blocks = int(num_blocks)
         self.kernel_size = int(kernel_size)
@@ -491,8 +494,8 @@ class HierarchicalPixelCNNPrior(BaseVAE):
         config = super().get_config()
         config.pop("data_shape")
         return {**config, "top_shape": list(self.top_shape), "bottom_shape": list(self.bottom_shape),
-                "num_codes": self.num_codes, "channels": self.channels, "num_blocks": self.num_blocks,
-                "kernel_size": self.kernel_size}
+                "num_codes": self.num_codes, "bottom_num_codes": self.bottom_num_codes, "channels": self.channels,
+                "num_blocks": self.num_blocks, "kernel_size": self.kernel_size}
 
 
 register_model(PixelCNNPrior, name="pixelcnn_prior")

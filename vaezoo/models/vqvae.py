@@ -169,6 +169,10 @@ class VectorQuantizedVAE(BaseVAE):
                 f"(train a {self.prior_name!r} on its codes)."
             )
 
+    def code_sizes(self) -> dict[str, int]:
+        """Code map name -> K, the number of codes of its codebook."""
+        return {name: self.num_codes for name in self.code_shapes()}
+
     def noise_names(self) -> dict[str, str]:
         """Code map name -> the name of the uniform noise it is drawn from (``codes`` -> ``noise``)."""
         return {name: name.replace("codes", "noise") for name in self.code_shapes()}
@@ -182,8 +186,8 @@ class VectorQuantizedVAE(BaseVAE):
         if prior is not None:
             self.check_prior(prior)
             return self.prior_codes(prior, **noise)
-        k = self.num_codes
-        return {c: tf.minimum(tf.cast(tf.convert_to_tensor(noise[u], tf.float32) * k, tf.int32), k - 1)
+        sizes = self.code_sizes()
+        return {c: tf.minimum(tf.cast(tf.convert_to_tensor(noise[u], tf.float32) * sizes[c], tf.int32), sizes[c] - 1)
                 for c, u in self.noise_names().items()}
 
     def sample(self, n: int, seed=None, mean: bool = True, prior=None):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from vaezoo import config as cfg
 from vaezoo.models.vqvae import VectorQuantizedVAE, _residual_stack
 from vaezoo.registry import register_model
 from vaezoo.vq import VectorQuantizer
@@ -36,6 +37,9 @@ class VQVAE2(VectorQuantizedVAE):
         downsample: stride-2 convolutions down to the bottom codes (28x28 -> 14x14 with 1);
             the top codes are half the bottom resolution.
         restart_after: restart codes unused for this many training steps, in both codebooks.
+        bottom_num_codes: K of the bottom codebook (default ``num_codes``, the top's). A small one leaves the
+            bottom codes room for local detail only, so the decoder must read the digit's identity from the top
+            codes (docs/results.md, VQ-VAE-2 diagnosis: with 64 bottom codes it ignores them).
         **kwargs: as :class:`vaezoo.models.vqvae.VectorQuantizedVAE`.
     """
 
@@ -49,8 +53,11 @@ class VQVAE2(VectorQuantizedVAE):
     prior_name = "hierarchical_pixelcnn_prior"
     code_levels = ("top", "bottom")
 
-    def __init__(self, downsample: int = 1, restart_after: int = 5, **kwargs):
+    config_constraints = {**VectorQuantizedVAE.config_constraints, "bottom_num_codes": cfg.Range(2)}
+
+    def __init__(self, downsample: int = 1, restart_after: int = 5, bottom_num_codes: int | None = None, **kwargs):
         super().__init__(downsample=downsample, restart_after=restart_after, **kwargs)
+        self.bottom_num_codes = None if bottom_num_codes is None else int(bottom_num_codes)
         data_shape, seed = self.data_shape, self.seed
         c, r, n, d = self.hidden_channels, self.residual_channels, self.residual_blocks, self.code_dim
         hb, wb = data_shape[0] // 2**self.downsample, data_shape[1] // 2**self.downsample
@@ -90,8 +97,14 @@ class VQVAE2(VectorQuantizedVAE):
         settings = self.quantizer_settings()
         seeds = (None, None) if seed is None else (seed, seed + 1)
         self.top_quantizer = VectorQuantizer(self.num_codes, d, seed=seeds[0], name="top_quantizer", **settings)
-        self.bottom_quantizer = VectorQuantizer(self.num_codes, d, seed=seeds[1], name="bottom_quantizer", **settings)
+        self.bottom_quantizer = VectorQuantizer(self.bottom_codes, d, seed=seeds[1], name="bottom_quantizer",
+                                                **settings)
         self.build((None, *data_shape))
+
+    @property
+    def bottom_codes(self) -> int:
+        """K of the bottom codebook."""
+        return self.bottom_num_codes or self.num_codes
 
     def build(self, input_shape=None):
         d = self.code_dim
@@ -140,10 +153,13 @@ class VQVAE2(VectorQuantizedVAE):
 
     def prior_config(self) -> dict:
         return {"top_shape": list(self.top_shape), "bottom_shape": list(self.bottom_shape),
-                "num_codes": self.num_codes}
+                "num_codes": self.num_codes, "bottom_num_codes": self.bottom_num_codes}
 
     def code_shapes(self):
         return {"top_codes": self.top_shape, "bottom_codes": self.bottom_shape}
+
+    def code_sizes(self):
+        return {"top_codes": self.num_codes, "bottom_codes": self.bottom_codes}
 
     def encode_codes(self, x):
         return dict(zip(("top_codes", "bottom_codes"), self.encode(x)))
