@@ -8,7 +8,9 @@ code maps for the priors), for:
 * the plain VAE of ``benchmarks/plain_vae.py`` (the same layers, Adam(1e-3), batch 128) with Keras'
   defaults, and with XLA + 32 steps per execution;
 * every other family (beta_vae, vae_conv, iwae, vq_vae, vq_vae2, pixelcnn_prior,
-  hierarchical_pixelcnn_prior; registry configs) with vaezoo's defaults and with XLA off;
+  hierarchical_pixelcnn_prior; registry configs) with vaezoo's defaults and with XLA off, and for
+  ``vae_conv`` and ``iwae`` (K = 5) their hand-written twins (``plain_vae.EQUIVALENTS``: the same
+  networks and bound) with Keras' defaults and with XLA + 32 steps per execution, each ratio per round;
 * ``iwae`` with K = 1, 5, 10, 20 importance samples (cost against the encoder + K decoders' work);
 * ``vae`` fed by the real tf.data pipeline (MNIST IDX files, a fresh index permutation per epoch,
   batches gathered from memory, dynamic binarisation, prefetch; full epochs of 468 steps) against
@@ -48,7 +50,7 @@ import vaezoo  # noqa: E402
 from vaezoo import data  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plain_vae import PlainVAE  # noqa: E402
+from plain_vae import EQUIVALENTS, PlainVAE  # noqa: E402
 
 BATCH = 128
 FAMILIES = ("beta_vae", "vae_conv", "iwae", "vq_vae", "vq_vae2", "pixelcnn_prior", "hierarchical_pixelcnn_prior")
@@ -180,9 +182,10 @@ def vaezoo_model(name: str, setting: str, **overrides):
     return model
 
 
-def plain_model(setting: str):
+def plain_model(setting: str, name: str = "vae"):
+    """The plain Keras equivalent of the vaezoo model ``name`` (:data:`plain_vae.EQUIVALENTS`)."""
     keras.utils.set_random_seed(0)
-    model = PlainVAE()
+    model = PlainVAE(**EQUIVALENTS[name])
     if setting == "Keras defaults":
         model.compile(keras.optimizers.Adam(1e-3))  # jit_compile="auto" (no XLA on CPU), steps_per_execution=1
     else:
@@ -206,6 +209,10 @@ def build_configs(args) -> list[Config]:
         for setting in ("defaults", "XLA off"):
             model = vaezoo_model(name, setting)
             configs.append(Config(name, setting, model, in_memory(batch_for(model, rng))))
+        if name in EQUIVALENTS:  # its hand-written twin, with Keras' defaults and with vaezoo's fast flags
+            for setting in ("Keras defaults", "XLA + 32 steps/execution"):
+                configs.append(Config(f"plain Keras {name}", setting, plain_model(setting, name),
+                                      in_memory(batch_for(model, rng))))
     for k in IWAE_K:
         model = vaezoo_model("iwae", "defaults", num_samples=k)
         configs.append(Config("iwae", f"K={k}", model, in_memory(batch_for(model, rng))))
@@ -330,6 +337,12 @@ def main():
     for key, (label, setting) in {"vae defaults / plain Keras defaults": ("vae", "defaults"),
                                   "vae XLA off / plain Keras defaults": ("vae", "XLA off")}.items():
         paired[key] = per_round_summary([a / b for a, b in zip(rates[(label, setting)], plain_rounds)])
+    paired["vae defaults / plain XLA+32"] = per_round_summary(
+        [a / b for a, b in zip(rates[("vae", "defaults")], rates[("plain Keras VAE", "XLA + 32 steps/execution")])])
+    for name in (n for n in args.families if n in EQUIVALENTS):  # each family against its plain twin
+        for setting, short in (("Keras defaults", "Keras defaults"), ("XLA + 32 steps/execution", "XLA+32")):
+            paired[f"{name} defaults / plain {name} {short}"] = per_round_summary(
+                [a / b for a, b in zip(rates[(name, "defaults")], rates[(f"plain Keras {name}", setting)])])
     # IWAE: time per example relative to K=1, against the work of the encoder plus K decoders.
     iwae = vaezoo.get("iwae")
     enc = sum(np.prod(w.shape) for w in iwae.encoder.weights + iwae.posterior_layer.weights if len(w.shape) == 2)

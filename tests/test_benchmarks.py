@@ -12,22 +12,25 @@ import vaezoo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import throughput  # noqa: E402
+import plain_vae  # noqa: E402
 from plain_vae import PlainVAE  # noqa: E402
 
 
 def _kernels(model):
-    return [tuple(w.shape) for w in model.trainable_weights if len(w.shape) == 2]
+    return [tuple(w.shape) for w in model.trainable_weights if len(w.shape) >= 2]
 
 
-def test_plain_baseline_is_the_network_of_vae():
-    zoo, plain = vaezoo.get("vae", seed=0), PlainVAE(seed=1)
-    assert Counter(_kernels(zoo)) == Counter(_kernels(plain))
-    # With the zoo's weights copied over (matched by shape), both reconstruct identically.
+@pytest.mark.parametrize("name", sorted(plain_vae.EQUIVALENTS))
+def test_plain_baseline_is_the_network_of_its_vaezoo_model(name):
+    zoo, plain = vaezoo.get(name, seed=0), PlainVAE(seed=1, **plain_vae.EQUIVALENTS[name])
+    assert Counter(_kernels(zoo)) == Counter(_kernels(plain)) and plain.num_samples == zoo.num_samples
+    # With the zoo's weights copied over (matched by shape, in order), both reconstruct identically.
     by_shape = {}
     for w in zoo.trainable_weights:
         by_shape.setdefault(tuple(w.shape), []).append(w)
     for w in plain.trainable_weights:
         w.assign(by_shape[tuple(w.shape)].pop(0))
+    assert not any(by_shape.values())  # every weight of the zoo model has its twin
     x = (np.random.default_rng(0).random((4, 28, 28, 1)) < 0.2).astype("float32")
     np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(zoo(x)), atol=1e-5)
 

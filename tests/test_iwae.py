@@ -117,6 +117,23 @@ def test_log_likelihood_chunks_and_datasets_agree():
     np.testing.assert_array_equal(whole.per_example, repeat.per_example)  # seeded
 
 
+def test_log_likelihood_under_xla_estimates_the_same_log_likelihood():
+    model, exact_logpdf, sample_x = linear_gaussian()
+    x = sample_x(40)
+    xla = evaluate.log_likelihood(model, x, num_samples=3000, batch_size=40, jit_compile=True)
+    # XLA's stateless generator draws other samples than the graph's: the same target, within Monte-Carlo error.
+    np.testing.assert_allclose(xla.per_example, exact_logpdf(x), atol=0.1)
+    assert np.array_equal(xla.per_example, evaluate.log_likelihood(model, x, num_samples=3000, batch_size=40,
+                                                                   jit_compile=True).per_example)  # seeded
+    # "auto": the model's compiled choice, else what compile() would pick (xla_by_default, tests' AUTO off).
+    vae = tiny("vae")
+    assert evaluate.resolve_jit_compile(vae) is False  # the test suite turns auto-XLA off (conftest)
+    vae.compile(jit_compile=True)
+    assert evaluate.resolve_jit_compile(vae) is True and evaluate.resolve_jit_compile(vae, False) is False
+    with pytest.raises(ValueError, match="jit_compile must be 'auto', True or False, got 'yes'"):
+        evaluate.resolve_jit_compile(vae, "yes")
+
+
 def test_log_likelihood_rejects_models_without_continuous_latents():
     with pytest.raises(TypeError, match="log_weights"):
         evaluate.log_likelihood(keras.Sequential([keras.layers.Dense(1)]), np.zeros((2, 3)))

@@ -30,6 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from vaezoo import distribute
+
 
 @dataclasses.dataclass(frozen=True)
 class LogLikelihood:
@@ -96,6 +98,7 @@ def log_likelihood(
     chunk_size: int | None = None,
     max_chunk_elements: int = 2**25,
     seed: int = 0,
+    jit_compile: bool | str = "auto",
 ) -> LogLikelihood:
     """Importance-sampled estimate of log p(x) for every example of ``data``.
 
@@ -112,6 +115,9 @@ def log_likelihood(
             ``chunk * batch * dims <= max_chunk_elements``.
         max_chunk_elements: memory budget of one chunk, in decoder output values.
         seed: seeds the samples (chunk c of batch b uses the stateless seed (seed, b, c)).
+        jit_compile: compile each chunk with XLA. ``"auto"``: as the model trains (its compiled ``jit_compile``,
+            or for an uncompiled model what ``compile()`` would pick: :func:`vaezoo.distribute.resolve_compile`).
+            The estimate is the same either way up to float rounding; ``benchmarks/eval_speed.py`` measures both.
 
     Returns:
         :class:`LogLikelihood` with ``mean``, ``nll`` (nats per example) and ``bits_per_dim``.
@@ -124,8 +130,9 @@ def log_likelihood(
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     num_dims = int(np.prod(model.data_shape))
+    jit = resolve_jit_compile(model, jit_compile)
 
-    @tf.function
+    @tf.function(jit_compile=jit)
     def chunk_logsumexp(x, n, seed_pair):
         return tf.reduce_logsumexp(model.log_weights(x, n, seed=seed_pair), axis=0)
 
@@ -148,6 +155,19 @@ def log_likelihood(
     if not results:
         raise ValueError("log_likelihood got no data.")
     return LogLikelihood(np.concatenate(results), num_samples, num_dims)
+
+
+def resolve_jit_compile(model, jit_compile: bool | str = "auto") -> bool:
+    """Whether an evaluation of ``model`` runs under XLA: ``jit_compile`` if it is a bool, else (``"auto"``) the
+    model's compiled setting, or for an uncompiled model the one ``compile()`` would pick on this device."""
+    if isinstance(jit_compile, bool):
+        return jit_compile
+    if jit_compile != "auto":
+        raise ValueError(f"jit_compile must be 'auto', True or False, got {jit_compile!r}.")
+    if getattr(model, "compiled", False) and isinstance(getattr(model, "jit_compile", None), bool):
+        return model.jit_compile
+    return distribute.resolve_compile("auto", "auto", tf.distribute.get_strategy(),
+                                      xla_by_default=getattr(model, "xla_by_default", True))[0]
 
 
 def gradient_statistics(model, x, num_draws: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
