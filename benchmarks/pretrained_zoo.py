@@ -86,6 +86,22 @@ def nll_metric(spec: dict, num_samples: int, seed: int, value=None) -> dict:
     return out if value is None else {**out, "value": round(float(value), 3)}
 
 
+def paper_note(description: dict) -> str:
+    """The manifest's note on the paper's figure for a run: the source the richer-inference table gives for the
+    row of the same model, K and settings (``inference_table.ROWS``), else Burda et al.'s (``reproduce.py``)."""
+    import inference_table
+
+    paper = description.get("paper_nll")
+    for model, k, settings, row_paper, source in inference_table.ROWS.values():
+        if (model, k, settings) == (description["model"], description["k"], description.get("settings", {})):
+            if row_paper is None:
+                return f"No paper figure for this network ({source}): docs/results.md, richer inference table."
+            return f"The reference reports {row_paper} nats ({source}); docs/results.md, richer inference table."
+    if paper is None:
+        return "No paper figure for this network: docs/results.md, richer inference table."
+    return f"The paper reports {paper} nats at convergence (Burda et al. 2016: 3280 epochs)."
+
+
 def add_run(args) -> None:
     folder = Path(args.run)
     description = json.loads((folder / "description.json").read_text())
@@ -122,9 +138,7 @@ def add_run(args) -> None:
     entry = zoo.add(model, args.tag, config=config, dataset=dataset, schedule=schedule,
                            epochs=description["budget"], metric=metric, check=check, folder=args.zoo,
                            default=args.default, command=command,
-                           notes=(f"The paper reports {description['paper_nll']} nats at convergence (Burda et al. 2016: "
-                                  "3280 epochs)." if description.get("paper_nll") is not None else
-                                  "No paper figure for this network: docs/results.md, richer inference table."))
+                           notes=paper_note(description))
     print(json.dumps({entry.key: {"metric": entry.metric["value"], "check": entry.check["value"],
                                   "bytes": entry.bytes}}))
 
