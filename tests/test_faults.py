@@ -32,6 +32,9 @@ from vaezoo import cli, config, data, fileio, runs, training
 
 from conftest import batch_for, tiny
 
+# Its module-scoped fixture is built once: every test of the module runs in one xdist worker.
+pytestmark = pytest.mark.xdist_group("test_faults")
+
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "fault_runner.py"
 SMALL = ["--set", "hidden_units=[16]", "--set", "latent_dim=2", "--dataset", "sprites", "--binarize", "none",
