@@ -12,8 +12,6 @@ from vaezoo import cli, training
 
 from conftest import batch_for, tiny
 
-# Its module-scoped fixture is built once: every test of the module runs in one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_cli")
 
 TINY = ["--set", "hidden_units=[16]", "--set", "conv_filters=[4, 4, 4]", "--set", "latent_dim=2"]
 

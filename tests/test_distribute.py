@@ -162,6 +162,7 @@ def test_every_model_trains_replicated_as_on_one_device(strategy, tmp_path):
             assert results[0][name]["replicated"] == results[1][name]["replicated"]
 
 
+@pytest.mark.slow  # two processes training a real run (22 s): CI runs it with the slow suite
 def test_two_workers_train_with_the_cli_and_hold_identical_weights(tmp_path):
     args = ["train", "vae", "--dataset", "sprites", "--limit", "256", "--epochs", "1", "--batch-size", "32",
             "--set", "hidden_units=[32]", "--set", "latent_dim=4", "--seed", "0", "--verbose", "0"]

@@ -20,8 +20,6 @@ from vaezoo.export import savedmodel as sm
 
 from conftest import batch_for, images_of, tiny
 
-# Its module-scoped fixture is built once: every test of the module runs in one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_export")
 
 MODELS = vaezoo.list_models()
 BATCH = 3

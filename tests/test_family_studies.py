@@ -68,6 +68,7 @@ def test_family_groups_measure_reconstruction_mmd_and_likelihood(tmp_path, data_
         families.main([*args[:-4], "--steps", "20", "--out", str(tmp_path), "--data-dir", str(data_dir)])
 
 
+@pytest.mark.slow  # a benchmark script end to end (44 s): CI runs it with the slow suite
 def test_inference_table_trains_its_rows_with_their_settings_and_reports(tmp_path, data_dir, capsys):
     args = ["--runs", "vae", "vae_warmup", "vae_iaf", "iwae_2layer_k5", "--budget", "1", "--limit", "100", "--eval-samples", "3",
             "--out", str(tmp_path / "runs"), "--data-dir", str(data_dir)]

@@ -32,8 +32,6 @@ from vaezoo import cli, config, data, fileio, runs, training
 
 from conftest import batch_for, tiny
 
-# Its module-scoped fixture is built once: every test of the module runs in one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_faults")
 
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "fault_runner.py"

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-# Its module-scoped fixture is built once: every test of the module runs in one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_plugins")
 
 PLUGIN_SRC = Path(__file__).parent / "plugin_pkg"
 

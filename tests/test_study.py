@@ -24,6 +24,7 @@ def test_every_study_model_is_built_with_the_same_architecture():
     assert study.overrides("annealed_vae", 300)[1]["capacity_steps"] == 100  # C reaches C_max after a third
 
 
+@pytest.mark.slow  # the study script end to end (34 s): CI runs it with the slow suite
 def test_study_runs_resume_and_report(tmp_path, capsys):
     out = tmp_path / "study"
     args = [*TINY, "--models", "vae", "--seeds", "0", "1", "--out", str(out)]
