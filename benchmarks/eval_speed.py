@@ -8,7 +8,7 @@ another in each of ``--rounds`` rounds, so that pairs are measured side by side;
 as importance samples per second (images x S / seconds) and as the wall time that rate gives for all 10,000 test
 images. The estimates with and without XLA are compared (the same seeds: they differ by float rounding only).
 
-    python benchmarks/eval_speed.py --data-dir ../shared/data --out docs/eval_speed.json
+    python benchmarks/eval_speed.py --data-dir ../shared/data --images 500 --rounds 3 --out docs/eval_speed.json
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def log_likelihood(
     chunk_size: int | None = None,
     max_chunk_elements: int = 2**25,
     seed: int = 0,
-    jit_compile: bool | str = "auto",
+    jit_compile: bool | str = False,
 ) -> LogLikelihood:
     """Importance-sampled estimate of log p(x) for every example of ``data``.
 
@@ -115,9 +115,11 @@ def log_likelihood(
             ``chunk * batch * dims <= max_chunk_elements``.
         max_chunk_elements: memory budget of one chunk, in decoder output values.
         seed: seeds the samples (chunk c of batch b uses the stateless seed (seed, b, c)).
-        jit_compile: compile each chunk with XLA. ``"auto"``: as the model trains (its compiled ``jit_compile``,
-            or for an uncompiled model what ``compile()`` would pick: :func:`vaezoo.distribute.resolve_compile`).
-            The estimate is the same either way up to float rounding; ``benchmarks/eval_speed.py`` measures both.
+        jit_compile: compile each chunk with XLA (``"auto"``: as the model trains, its compiled ``jit_compile``
+            or what ``compile()`` would pick). Off by default: on a 2-core CPU the 5000-sample NLL of ``vae`` and
+            ``iwae`` runs at 168k-178k importance samples/s without XLA and 64k-69k with it
+            (``benchmarks/eval_speed.py``, docs/eval_speed.json). XLA's stateless generator draws other samples,
+            so the two give different (equally valid) estimates from one seed.
 
     Returns:
         :class:`LogLikelihood` with ``mean``, ``nll`` (nats per example) and ``bits_per_dim``.

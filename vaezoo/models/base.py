@@ -21,7 +21,8 @@ Fast by default: :meth:`BaseVAE.compile` turns on XLA (``jit_compile="auto"``) a
 ``steps_per_execution=32`` steps per call into TensorFlow, where that is safe (XLA stays off under
 ``MirroredStrategy``, where it fails in TF 2.21); pass either to ``compile`` to override. With both,
 each block of steps of an MLP model runs as one XLA program (:mod:`vaezoo.fused`). Families that
-train slower with XLA on a CPU (``iwae``, ``vq_vae2``) set ``xla_by_default = False``.
+train slower with XLA on a CPU (``iwae``, ``vq_vae2``, the VAE families' ``architecture: conv``) set
+``xla_by_default = False``.
 
 Under ``tf.distribute`` a step on N replicas is the single-device step on the same global batch
 (see :mod:`vaezoo.distribute`). With a mixed-precision dtype policy (``mixed_float16`` or

@@ -137,6 +137,8 @@ class VAE(BaseVAE):
         super().__init__(data_shape=data_shape, seed=seed, **kwargs)
         self.latent_dim = int(latent_dim)
         self.architecture = architecture
+        if architecture == "conv":  # XLA trains the conv networks 16% slower on CPU (docs/results.md, run C)
+            self.xla_by_default = False
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.conv_filters = tuple(int(f) for f in conv_filters)
         self.activation = activation
