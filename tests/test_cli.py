@@ -12,7 +12,6 @@ from vaezoo import cli, training
 
 from conftest import batch_for, tiny
 
-
 TINY = ["--set", "hidden_units=[16]", "--set", "conv_filters=[4, 4, 4]", "--set", "latent_dim=2"]
 
 

@@ -20,7 +20,6 @@ from vaezoo.export import savedmodel as sm
 
 from conftest import batch_for, images_of, tiny
 
-
 MODELS = vaezoo.list_models()
 BATCH = 3
 #: Signatures whose outputs are random draws (compared by shape and range, not value).

@@ -32,7 +32,6 @@ from vaezoo import cli, config, data, fileio, runs, training
 
 from conftest import batch_for, tiny
 
-
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "fault_runner.py"
 SMALL = ["--set", "hidden_units=[16]", "--set", "latent_dim=2", "--dataset", "sprites", "--binarize", "none",

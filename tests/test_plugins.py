@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-
 PLUGIN_SRC = Path(__file__).parent / "plugin_pkg"
 
 PROBE = r"""

@@ -37,9 +37,10 @@ class VQVAE2(VectorQuantizedVAE):
         downsample: stride-2 convolutions down to the bottom codes (28x28 -> 14x14 with 1);
             the top codes are half the bottom resolution.
         restart_after: restart codes unused for this many training steps, in both codebooks.
-        bottom_num_codes: K of the bottom codebook (default ``num_codes``, the top's). A small one leaves the
-            bottom codes room for local detail only, so the decoder must read the digit's identity from the top
-            codes (docs/results.md, VQ-VAE-2 diagnosis: with 64 bottom codes it ignores them).
+        bottom_num_codes: K of the bottom codebook (default ``num_codes``, the top's). A small one is meant to
+            leave the bottom codes room for local detail only, so that the decoder reads the digit's identity from
+            the top codes (docs/results.md, VQ-VAE-2 diagnosis: with 64 bottom codes it ignores them; not yet
+            trained this way).
         **kwargs: as :class:`vaezoo.models.vqvae.VectorQuantizedVAE`.
     """
 
