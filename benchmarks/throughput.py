@@ -9,8 +9,8 @@ code maps for the priors), for:
   defaults, and with XLA + 32 steps per execution;
 * every other family (beta_vae, vae_conv, iwae, vq_vae, vq_vae2, pixelcnn_prior,
   hierarchical_pixelcnn_prior; registry configs) with vaezoo's defaults and with XLA off, and for
-  ``vae_conv`` and ``iwae`` (K = 5) their hand-written twins (``plain_vae.EQUIVALENTS``: the same
-  networks and bound) with Keras' defaults and with XLA + 32 steps per execution, each ratio per round;
+  ``vae_conv``, ``iwae`` (K = 5), ``vq_vae`` and ``vq_vae2`` their hand-written twins (``plain_vae.plain_twin``:
+  the same networks and loss) with Keras' defaults and with XLA + 32 steps per execution, each ratio per round;
 * ``iwae`` with K = 1, 5, 10, 20 importance samples (cost against the encoder + K decoders' work);
 * ``vae`` fed by the real tf.data pipeline (MNIST IDX files, a fresh index permutation per epoch,
   batches gathered from memory, dynamic binarisation, prefetch; full epochs of 468 steps) against
@@ -50,7 +50,7 @@ import vaezoo  # noqa: E402
 from vaezoo import data  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plain_vae import EQUIVALENTS, PlainVAE  # noqa: E402
+from plain_vae import TWINS, plain_twin  # noqa: E402
 
 BATCH = 128
 FAMILIES = ("beta_vae", "vae_conv", "iwae", "vq_vae", "vq_vae2", "pixelcnn_prior", "hierarchical_pixelcnn_prior")
@@ -183,9 +183,9 @@ def vaezoo_model(name: str, setting: str, **overrides):
 
 
 def plain_model(setting: str, name: str = "vae"):
-    """The plain Keras equivalent of the vaezoo model ``name`` (:data:`plain_vae.EQUIVALENTS`)."""
+    """The plain Keras equivalent of the vaezoo model ``name`` (:func:`plain_vae.plain_twin`)."""
     keras.utils.set_random_seed(0)
-    model = PlainVAE(**EQUIVALENTS[name])
+    model = plain_twin(name)
     if setting == "Keras defaults":
         model.compile(keras.optimizers.Adam(1e-3))  # jit_compile="auto" (no XLA on CPU), steps_per_execution=1
     else:
@@ -209,7 +209,7 @@ def build_configs(args) -> list[Config]:
         for setting in ("defaults", "XLA off"):
             model = vaezoo_model(name, setting)
             configs.append(Config(name, setting, model, in_memory(batch_for(model, rng))))
-        if name in EQUIVALENTS:  # its hand-written twin, with Keras' defaults and with vaezoo's fast flags
+        if name in TWINS:  # its hand-written twin, with Keras' defaults and with vaezoo's fast flags
             for setting in ("Keras defaults", "XLA + 32 steps/execution"):
                 configs.append(Config(f"plain Keras {name}", setting, plain_model(setting, name),
                                       in_memory(batch_for(model, rng))))
@@ -339,7 +339,7 @@ def main():
         paired[key] = per_round_summary([a / b for a, b in zip(rates[(label, setting)], plain_rounds)])
     paired["vae defaults / plain XLA+32"] = per_round_summary(
         [a / b for a, b in zip(rates[("vae", "defaults")], rates[("plain Keras VAE", "XLA + 32 steps/execution")])])
-    for name in (n for n in args.families if n in EQUIVALENTS):  # each family against its plain twin
+    for name in (n for n in args.families if n in TWINS):  # each family against its plain twin
         for setting, short in (("Keras defaults", "Keras defaults"), ("XLA + 32 steps/execution", "XLA+32")):
             paired[f"{name} defaults / plain {name} {short}"] = per_round_summary(
                 [a / b for a, b in zip(rates[(name, "defaults")], rates[(f"plain Keras {name}", setting)])])

@@ -5,6 +5,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -33,6 +34,43 @@ def test_plain_baseline_is_the_network_of_its_vaezoo_model(name):
     assert not any(by_shape.values())  # every weight of the zoo model has its twin
     x = (np.random.default_rng(0).random((4, 28, 28, 1)) < 0.2).astype("float32")
     np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(zoo(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(plain_vae.VQ_EQUIVALENTS))
+def test_plain_vq_twin_is_the_network_of_its_vaezoo_model(name):
+    zoo, plain = vaezoo.get(name, seed=0), plain_vae.plain_twin(name, seed=1)
+    assert Counter(_kernels(zoo)) == Counter(_kernels(plain))
+    # Copy every sub-model's weights (same construction, so same order) and the codebooks: both reconstruct alike.
+    parts = {"vq_vae": [("encoder", "encoder"), ("decoder", "decoder")],
+             "vq_vae2": [(n, n) for n in ("bottom_encoder", "top_encoder", "top_decoder", "bottom_projection",
+                                          "decoder")]}[name]
+    for zoo_part, plain_part in parts:
+        for a, b in zip(getattr(zoo, zoo_part).weights, getattr(plain, plain_part).weights, strict=True):
+            b.assign(a)
+    quantizers = [("quantizer", "quantizer")] if name == "vq_vae" else [("top_quantizer", "top_quantizer"),
+                                                                        ("bottom_quantizer", "quantizer")]
+    for zoo_q, plain_q in quantizers:
+        getattr(plain, plain_q).codebook.assign(getattr(zoo, zoo_q).codebook)
+    x = (np.random.default_rng(0).random((4, 28, 28, 1)) < 0.2).astype("float32")
+    np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(zoo(x)), atol=1e-5)
+    # One training step of each moves the same weights the same way (the EMA codebook and the straight-through
+    # gradients): identical losses and codebooks after it. Restarts draw at random, so they are off here.
+    zoo2 = vaezoo.get(name, seed=0, restart_after=0)
+    for a, b in zip(zoo.weights, zoo2.weights, strict=True):
+        b.assign(a)
+    plain.quantizer.restart_after = 10**9
+    if name == "vq_vae2":
+        plain.top_quantizer.restart_after = 10**9
+    for model in (zoo2, plain):
+        model.compile(keras.optimizers.SGD(0.1), jit_compile=False, steps_per_execution=1)
+    logs_zoo = zoo2.train_on_batch(x, return_dict=True)
+    logs_plain = plain.train_on_batch(x, return_dict=True)
+    np.testing.assert_allclose(logs_plain["reconstruction"], logs_zoo["reconstruction"], rtol=1e-5)
+    np.testing.assert_allclose(logs_plain["commitment"], logs_zoo["commitment"], rtol=1e-5, atol=1e-7)
+    for zoo_q, plain_q in quantizers:
+        np.testing.assert_allclose(np.asarray(getattr(plain, plain_q).codebook),
+                                   np.asarray(getattr(zoo2, zoo_q).codebook), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(zoo2(x)), atol=1e-4)
 
 
 def test_flop_count_and_matmul_probe_match_the_vae_layers():
