@@ -140,3 +140,14 @@ def test_vqvae2_diagnosis_finds_which_level_the_decoder_reads(data_dir, tmp_path
     assert top["label_of_the_image"] > 0.9 and bottom["reconstruction_nll"] > 100 * max(top["reconstruction_nll"], 1)
     assert abs(result["prior"]["nll"] - result["prior"]["nll_top"] - result["prior"]["nll_bottom"]) < 0.01
     assert set(result["samples"]) == {"vq_vae2", "vq_vae"} and result["samples"]["vq_vae"]["samples"] == 4
+
+
+@pytest.mark.slow
+def test_step_profile_times_every_stage():
+    import step_profile
+
+    result = step_profile.profile(rounds=1, calls=1)
+    assert [r["stage"] for r in result["rows"]] == list(step_profile.STAGES)
+    assert all(r["ms_per_step"] > 0 and len(r["rounds_ms"]) == 1 for r in result["rows"])
+    assert result["rows"][0]["increment_ms"] is None and all(r["increment_ms"] is not None for r in result["rows"][1:])
+    assert "| vaezoo, fit |" in step_profile.render_markdown(result)

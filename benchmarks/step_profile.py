@@ -1,0 +1,212 @@
+"""Where the MLP VAE's training step spends its time: the step built up one part at a time.
+
+Every stage below is the one before it plus one part of the training step of ``vaezoo.get("vae")`` (its network:
+784-512-256-32, ReLU; batch 128). Stages 1-7 run ``STEPS`` (32) steps per call inside one XLA-compiled
+``tf.function`` (a ``tf.range`` loop over the same batch, as ``fit`` with ``steps_per_execution=32`` does);
+stages 8-9 are whole ``model.fit`` epochs. Time per step is the median over rounds, every stage once per round
+(rounds alternate, so the machine's drift hits every stage alike); the increments between consecutive stages are
+what each part costs.
+
+1. ``matmuls``: the step's matmuls alone (forward, input and weight gradients, in sequence:
+   ``throughput.MatmulProbe``), no XLA loop (the probe of docs/results.md's GFLOP/s ratio).
+2. ``network + SGD``: forward through the encoder (the mean half of its head) and decoder, a linear loss of the
+   logits, the gradient, and a plain SGD update (something must consume the gradient, or XLA drops it).
+3. ``+ sampling``: the reparameterised sample z = mu + sigma * eps (the head's log-variance half, the RNG).
+4. ``+ likelihood and KL``: the Bernoulli log-likelihood on logits and the closed-form Gaussian KL (the ELBO).
+5. ``Adam instead of SGD``: the plain step of ``benchmarks/plain_vae.py`` without its metric trackers.
+6. ``+ trackers``: the plain twin's ``train_step`` exactly (three ``Mean`` trackers).
+7. ``vaezoo train_step``: ``vae``'s own ``train_step`` (TFP distributions, input checks, the non-finite guard, the
+   KL-weight variable, its metric trackers) in the same loop.
+8. ``plain twin, fit``: the plain twin through ``model.fit`` (XLA, 32 steps per execution): stage 6 plus Keras'
+   trainer (data adapter, iterator, callbacks, the host sync per execution).
+9. ``vaezoo, fit``: ``vae`` through ``model.fit`` with its defaults: stage 7 plus the same.
+
+    python benchmarks/step_profile.py --rounds 7 --out docs/step_profile.json
+    python benchmarks/step_profile.py --report docs/step_profile.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import vaezoo  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plain_vae import PlainVAE  # noqa: E402
+from throughput import BATCH, EpochTimer, MatmulProbe, vae_train_flops_per_example  # noqa: E402
+
+STEPS = 32
+STAGES = ("matmuls", "network + SGD", "+ sampling", "+ likelihood and KL", "Adam instead of SGD", "+ trackers",
+          "vaezoo train_step", "plain twin, fit", "vaezoo, fit")
+
+
+def looped(step, calls_per_measurement):
+    """``step`` run ``STEPS`` times per XLA-compiled call; returns a timer of ``calls_per_measurement`` calls."""
+    @tf.function(jit_compile=True)
+    def run():
+        for _ in tf.range(STEPS):
+            step()
+        return tf.constant(0.0)
+
+    def measure():
+        run()  # the first call traces and compiles
+        start = time.perf_counter()
+        for _ in range(calls_per_measurement):
+            run().numpy()
+        return (time.perf_counter() - start) / (calls_per_measurement * STEPS)
+
+    return run, measure
+
+
+class Stage:
+    def __init__(self, name, seconds_per_step):
+        self.name, self.measure_once = name, seconds_per_step
+        self.times: list[float] = []
+
+    def measure(self):
+        self.times.append(self.measure_once())
+
+    @property
+    def time(self):
+        return statistics.median(self.times)
+
+
+def plain_stages(x, calls):
+    """Stages 2-6 on one plain twin's layers (its own weights per stage: the updates differ)."""
+    stages = []
+
+    def make(kind):
+        keras.utils.set_random_seed(0)
+        model = PlainVAE(seed=0)
+        enc, dec = model.encoder, model.decoder
+        variables = model.trainable_variables
+        optimizer = keras.optimizers.Adam(1e-3) if kind >= 5 else keras.optimizers.SGD(1e-3)
+        optimizer.build(variables)
+        seed = keras.random.SeedGenerator(0)
+        if kind == 6:
+            model.compile(optimizer)
+            return lambda: model.train_step(x)
+
+        def step():
+            with tf.GradientTape() as tape:
+                mean, log_var = tf.split(enc(x), 2, axis=-1)
+                if kind == 2:
+                    z = mean
+                else:
+                    z = mean + tf.exp(0.5 * log_var) * keras.random.normal(tf.shape(mean), seed=seed)
+                logits = dec(z)
+                if kind <= 3:
+                    loss = tf.reduce_mean(logits)
+                else:
+                    rec = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits), [1, 2, 3])
+                    kl = -0.5 * tf.reduce_sum(1.0 + log_var - tf.square(mean) - tf.exp(log_var), axis=-1)
+                    loss = tf.reduce_mean(rec + kl)
+            optimizer.apply(tape.gradient(loss, variables), variables)
+
+        return step
+
+    for kind, name in zip(range(2, 7), STAGES[1:6]):
+        stages.append(Stage(name, looped(make(kind), calls)[1]))
+    return stages
+
+
+def vaezoo_stage(x, calls):
+    keras.utils.set_random_seed(0)
+    model = vaezoo.get("vae", seed=0)
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.optimizer.build(model.trainable_variables)
+    return Stage(STAGES[6], looped(lambda: model.train_step(x), calls)[1])
+
+
+def fit_stage(name, model, x, steps):
+    dataset = tf.data.Dataset.from_tensors(x).repeat()
+
+    def measure():
+        timer = EpochTimer()
+        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[timer])
+        return timer.seconds / steps
+
+    model.fit(dataset, epochs=1, steps_per_epoch=STEPS, verbose=0)  # trace and compile
+    return Stage(name, measure)
+
+
+def profile(rounds: int, calls: int) -> dict:
+    x = tf.constant((np.random.default_rng(0).random((BATCH, 28, 28, 1)) < 0.13).astype("float32"))
+    probe = MatmulProbe(in_sequence=True)
+    probe.warm_up(0.5)
+    stages = [Stage(STAGES[0], lambda: probe._time(probe.calls) / probe.calls)]  # one call: one step's matmuls
+    stages += plain_stages(x, calls)
+    stages.append(vaezoo_stage(x, calls))
+    keras.utils.set_random_seed(0)
+    plain = PlainVAE(seed=0)
+    plain.compile(keras.optimizers.Adam(1e-3), jit_compile=True, steps_per_execution=STEPS)
+    zoo = vaezoo.get("vae", seed=0)
+    zoo.compile(keras.optimizers.Adam(1e-3))
+    stages.append(fit_stage(STAGES[7], plain, x, calls * STEPS))
+    stages.append(fit_stage(STAGES[8], zoo, x, calls * STEPS))
+    for stage in stages:  # warm-up: trace, compile, one timed call
+        stage.measure_once()
+    for _ in range(rounds):
+        for stage in stages:
+            stage.measure()
+    flops = BATCH * vae_train_flops_per_example()
+    rows, previous = [], None
+    for stage in stages:
+        ms = stage.time * 1e3
+        rows.append({"stage": stage.name, "ms_per_step": round(ms, 4), "rounds_ms": [round(t * 1e3, 4) for t in stage.times],
+                     "increment_ms": None if previous is None else round(ms - previous, 4),
+                     "examples_per_s": round(BATCH / stage.time), "matmul_gflops": round(flops / stage.time / 1e9, 1)})
+        previous = ms
+    # Stage 8 follows stage 6 (the plain twin), stage 9 follows stage 7 (vaezoo): the fit overhead of each.
+    by = {r["stage"]: r["ms_per_step"] for r in rows}
+    rows[7]["increment_ms"] = round(by[STAGES[7]] - by[STAGES[5]], 4)
+    rows[8]["increment_ms"] = round(by[STAGES[8]] - by[STAGES[6]], 4)
+    rows[6]["increment_ms"] = round(by[STAGES[6]] - by[STAGES[5]], 4)
+    return {"batch": BATCH, "steps_per_call": STEPS, "rounds": rounds, "calls_per_measurement": calls,
+            "matmul_mflop_per_step": flops / 1e6, "rows": rows, "tensorflow": tf.__version__,
+            "keras": keras.__version__, "cpus": os.cpu_count()}
+
+
+def render_markdown(result: dict) -> str:
+    lines = ["| stage | ms per step (median) | increment (ms) | examples/s | matmul GFLOP/s |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for r in result["rows"]:
+        inc = "" if r["increment_ms"] is None else f"{r['increment_ms']:+.3f}"
+        lines.append(f"| {r['stage']} | {r['ms_per_step']:.3f} | {inc} | {r['examples_per_s']} | {r['matmul_gflops']} |")
+    lines.append("")
+    lines.append("Increments: each stage against the one before it; `vaezoo train_step` against `+ trackers` (the "
+                 "plain twin's step), and each `fit` row against its own step in the XLA loop.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=10, help="XLA calls of 32 steps per measurement")
+    parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--report", metavar="JSON", help="print the Markdown table of a results file and exit")
+    args = parser.parse_args(argv)
+    if args.report:
+        print(render_markdown(json.loads(Path(args.report).read_text())))
+        return 0
+    result = profile(args.rounds, args.calls)
+    print(render_markdown(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
