@@ -151,3 +151,17 @@ def test_step_profile_times_every_stage():
     assert all(r["ms_per_step"] > 0 and len(r["rounds_ms"]) == 1 for r in result["rows"])
     assert result["rows"][0]["increment_ms"] is None and all(r["increment_ms"] is not None for r in result["rows"][1:])
     assert "| vaezoo, fit |" in step_profile.render_markdown(result)
+
+
+@pytest.mark.slow
+def test_conv_xla_benchmark_times_each_variant_in_its_own_process():
+    import conv_xla
+
+    result = conv_xla.run(rounds=1, seconds=0.2, model_name="vae_conv", xla_flags=["--xla_no_such_flag=true"])
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert set(rows) == {"TF defaults", "oneDNN off", "XLA_FLAGS=--xla_no_such_flag=true"}
+    for name in ("TF defaults", "oneDNN off"):
+        assert rows[name]["xla_examples_per_s"] > 0 and rows[name]["no_xla_examples_per_s"] > 0
+    assert rows["oneDNN off"]["env"] == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert "error" in rows["XLA_FLAGS=--xla_no_such_flag=true"]  # an unknown flag is recorded, not fatal
+    assert "failed" in conv_xla.render_markdown(result)
