@@ -173,7 +173,9 @@ def _deterministic_metric(name: str, spec: dict, examples: int | None, **extra) 
 
 def train(args) -> None:
     spec = TRAINED[args.name]
-    run, info = _train_run(args.name, spec["tag"], spec["dataset"], spec["overrides"], spec["epochs"], args)
+    extra = reproduce.settings(args)  # an experiment's changes to the entry's config
+    run, info = _train_run(args.name, spec["tag"], spec["dataset"], {**spec["overrides"], **extra}, spec["epochs"],
+                           args)
     model = keras.models.load_model(run / runs.MODEL_FILE)
     seed = reproduce.TEST_BINARIZATION_SEED if spec["dataset"] == "mnist" else 0
     test = test_data(spec["dataset"], spec["binarize"], seed, limit=args.limit)
@@ -188,7 +190,8 @@ def train(args) -> None:
         m["value"] = round(zoo.measure(model, m, data_dir=args.data_dir), 3)
     key = f"{args.name}.{spec['tag']}"
     prior_key = f"{model.prior_name}.{spec['prior']['tag']}" if "prior" in spec else None
-    command = f"python benchmarks/pretrained_zoo.py train {args.name}"
+    command = f"python benchmarks/pretrained_zoo.py train {args.name}" + "".join(
+        f" --set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in extra.items())
     dataset = DATASETS.get(spec["dataset"], spec["dataset"])
     entry = zoo.add(model, spec["tag"], config=info["config"], dataset=dataset,
                            schedule=info["schedule"], epochs=info["epochs"], metric=metric, check=check,
@@ -245,6 +248,9 @@ def main(argv=None) -> int:
     t.add_argument("--runs", default="runs/pretrained", help="where the training run folders go")
     t.add_argument("--epochs", type=int, help="instead of the entry's epochs (tests)")
     t.add_argument("--limit", type=int, help="train and measure on a fixed random subset of N images (tests)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a config value on top of the entry's (YAML; repeatable): an experiment, best with --zoo "
+                        "pointing at a scratch folder")
     t.set_defaults(func=train)
     r = sub.add_parser("remeasure", help="measure the metric and check of shipped entries again (weights unchanged)")
     r.add_argument("keys", nargs="+", metavar="NAME.TAG")

@@ -124,3 +124,18 @@ def test_a_run_with_settings_records_them_and_enters_the_zoo_with_them(tmp_path,
         assert model.prior == "vamp" and model.prior_layer.num_components == 7
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         reproduce.settings(reproduce.parser().parse_args(["--set", "prior"]))
+
+
+@pytest.mark.slow
+def test_pretrained_zoo_train_takes_an_experiments_settings(tmp_path, data_dir, capsys):
+    """``train vq_vae2 --set bottom_num_codes=4``: the change reaches the model, its prior and the recorded command."""
+    zoo_dir = tmp_path / "zoo"
+    pretrained_zoo.main(["--zoo", str(zoo_dir), "--data-dir", str(data_dir), "train", "vq_vae2", "--runs",
+                         str(tmp_path / "runs"), "--epochs", "1", "--limit", "64", "--set", "bottom_num_codes=4"])
+    entries = pretrained.manifest(zoo_dir)
+    vq, prior = entries["vq_vae2.mnist"], entries["hierarchical_pixelcnn_prior.mnist"]
+    assert vq.config["bottom_num_codes"] == 4 and prior.config["bottom_num_codes"] == 4
+    assert "train vq_vae2 --set bottom_num_codes=4" in vq.command and "--set bottom_num_codes=4" in vq.command
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(pretrained.PRETRAINED_DIR_ENV, str(zoo_dir))
+        assert vaezoo.get("vq_vae2", pretrained=True).bottom_quantizer.num_codes == 4
