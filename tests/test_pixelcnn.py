@@ -41,6 +41,50 @@ def test_no_blind_spot(offset):
     assert np.max(np.abs(prior(codes).numpy()[0, 2, 2] - base)) > 1e-6
 
 
+@pytest.mark.parametrize("kernel_size,num_blocks,conditional", [(3, 2, False), (5, 2, False), (3, 3, True)])
+def test_logits_of_a_row_need_only_reach_rows_above_it(kernel_size, num_blocks, conditional):
+    """The sampler's window: row i's logits computed on rows i - reach .. i equal those of the whole map, and one
+    row fewer changes them (``reach`` is the receptive field, not a bound)."""
+    h = w = 12
+    kwargs = dict(condition_shape=(6, 6), condition_codes=4) if conditional else {}
+    net = GatedPixelCNN((h, w), 6, channels=8, num_blocks=num_blocks, kernel_size=kernel_size, **kwargs)
+    assert net.reach == 1 + num_blocks * (kernel_size // 2)
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 6, (2, h, w)).astype("int32")
+    features = net.condition_features(rng.integers(0, 4, (2, 6, 6)).astype("int32")) if conditional else None
+    full = net(codes, condition_features=features).numpy()
+    i = h - 1
+    for start, exact in ((i - net.reach, True), (i - net.reach + 1, False)):
+        window = net(codes[:, start:], condition_features=None if features is None else features[:, start:])
+        same = np.allclose(window.numpy()[:, i - start], full[:, i], rtol=1e-5, atol=1e-6)
+        assert same == exact, (start, net.reach)
+
+
+def test_windowed_sampler_draws_what_the_whole_map_draws():
+    """The sampler (a window of ``reach`` rows per step, condition features computed once) against a plain loop
+    that runs the network on the whole map at every position, with the same uniform noise."""
+    from vaezoo.layers import categorical_from_uniform
+
+    prior = vaezoo.get("hierarchical_pixelcnn_prior", top_shape=[4, 4], bottom_shape=[8, 8], num_codes=5,
+                       channels=8, num_blocks=2, seed=0)
+    rng = np.random.default_rng(1)
+    top_noise, bottom_noise = rng.random((4, 4, 4)).astype("float32"), rng.random((4, 8, 8)).astype("float32")
+    drawn = prior.sample_from_noise(top_noise, bottom_noise)
+
+    def reference(network, noise, condition=None):
+        codes = np.zeros(noise.shape, "int32")
+        for i in range(noise.shape[1]):
+            for j in range(noise.shape[2]):
+                logits = network(codes, condition)[:, i, j]
+                codes[:, i, j] = categorical_from_uniform(logits, noise[:, i, j]).numpy()
+        return codes
+
+    top = reference(prior.top_network, top_noise)
+    np.testing.assert_array_equal(drawn["top"].numpy(), top)
+    np.testing.assert_array_equal(drawn["bottom"].numpy(), reference(prior.bottom_network, bottom_noise, top))
+    assert prior.bottom_network.reach < 8  # the window is smaller than the map: the test covers the crop
+
+
 def test_nll_is_the_sum_of_code_cross_entropies():
     prior = _prior()
     codes = np.random.default_rng(1).integers(0, 6, (4, 5, 5)).astype("int32")

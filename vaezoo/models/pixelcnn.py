@@ -214,11 +214,26 @@ class GatedPixelCNN(keras.layers.Layer):
             block.build((shape, shape, shape) if self.conditional else (shape, shape))
         self.built = True
 
-    def call(self, codes, condition=None, training=False):
-        if self.conditional and condition is None:
+    @property
+    def reach(self) -> int:
+        """Rows above position (i, j) that its logits depend on: each block's vertical stack looks ``k // 2`` rows
+        up and feeds the horizontal stack one row lower, so 1 + num_blocks * (k // 2). The logits of row i are the
+        same computed on rows ``i - reach .. i`` alone (the sampler's window)."""
+        return 1 + self.num_blocks * (self.kernel_size // 2)
+
+    def condition_features(self, condition, training=False):
+        """Features of the condition code map at ``code_shape`` (what every block adds to its horizontal gates)."""
+        return self.condition_net(condition, training=training)
+
+    def call(self, codes, condition=None, training=False, condition_features=None):
+        """Logits ``[B, h, w, K]``. ``condition_features`` (from :meth:`condition_features`, cropped to the rows of
+        ``codes``) stands in for ``condition``: computed once, it serves every step of a sampler."""
+        if self.conditional and condition is None and condition_features is None:
             raise ValueError(f"{self.name} is conditional: pass the {self.condition_shape} condition code map.")
         x = self.embedding(codes)
-        cond = (self.condition_net(condition, training=training),) if self.conditional else ()
+        if self.conditional and condition_features is None:
+            condition_features = self.condition_features(condition, training=training)
+        cond = (condition_features,) if self.conditional else ()
         v, h = x, x
         for block in self.blocks:
             v, h = block((v, h, *cond))
@@ -252,7 +267,9 @@ def _sample_codes(network: GatedPixelCNN, noise, condition=None):
 
     Runs one ``tf.while_loop`` over the h*w positions inside a ``tf.function``: step k runs the
     network on the partial maps and sets position k = (i, j) to the inverse-CDF draw from
-    ``logits[:, i, j]`` with ``noise[:, i, j]``. Returns int32 ``[n, h, w]``.
+    ``logits[:, i, j]`` with ``noise[:, i, j]``. Each step computes only the rows its logits depend on
+    (``i - network.reach .. i``: the rows below are not drawn yet and the causal masks ignore them), and a
+    conditional network's condition features once for all steps. Returns int32 ``[n, h, w]``.
     """
     noise = tf.convert_to_tensor(noise, tf.float32)
     if tuple(noise.shape[1:]) != network.code_shape:
@@ -267,10 +284,15 @@ def _sample_codes(network: GatedPixelCNN, noise, condition=None):
 def _sample_loop(network, noise, condition):
     h, w = network.code_shape
     position = tf.reshape(tf.range(h * w), [1, h, w])
+    features = None if condition is None else network.condition_features(condition)
 
     def step(k, codes):
-        logits = network(codes, condition)[:, k // w, k % w]
-        drawn = categorical_from_uniform(logits, noise[:, k // w, k % w])
+        i, j = k // w, k % w
+        start = tf.maximum(0, i - network.reach)
+        window = codes[:, start:i + 1]
+        cropped = None if features is None else features[:, start:i + 1]
+        logits = network(window, condition_features=cropped)[:, i - start, j]
+        drawn = categorical_from_uniform(logits, noise[:, i, j])
         return k + 1, tf.where(position == k, drawn[:, None, None], codes)
 
     codes = tf.zeros(tf.shape(noise), tf.int32)
