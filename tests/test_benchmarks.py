@@ -165,3 +165,17 @@ def test_conv_xla_benchmark_times_each_variant_in_its_own_process():
     assert rows["oneDNN off"]["env"] == {"TF_ENABLE_ONEDNN_OPTS": "0"}
     assert "error" in rows["XLA_FLAGS=--xla_no_such_flag=true"]  # an unknown flag is recorded, not fatal
     assert "failed" in conv_xla.render_markdown(result)
+
+
+@pytest.mark.slow
+def test_pixelcnn_sampling_benchmark_checks_the_window_draws_the_same_codes(tmp_path):
+    import json
+
+    import pixelcnn_sampling
+
+    out = tmp_path / "s.json"
+    assert pixelcnn_sampling.main(["--n", "4", "--repeats", "1", "--out", str(out)]) == 0
+    rows = {r["prior"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == set(pixelcnn_sampling.PRIORS)
+    assert all(r["same_codes"] and r["window_samples_per_second"] > 0 for r in rows.values())
+    assert rows["hierarchical_pixelcnn_prior"]["code_shapes"] == {"top": [7, 7], "bottom": [14, 14]}
