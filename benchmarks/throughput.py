@@ -27,6 +27,7 @@ peak RSS of the whole process).
 
     python benchmarks/throughput.py --data-dir ../shared/data --repeats 5 --out throughput.json
     python benchmarks/throughput.py --report throughput.json   # the Markdown tables of docs/results.md
+    python benchmarks/throughput.py --twins-only --families vq_vae vq_vae2 --repeats 3 --out twins.json
 """
 
 from __future__ import annotations
@@ -197,6 +198,32 @@ def in_memory(batch) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensors(batch).repeat()
 
 
+def twin_configs(names) -> list[Config]:
+    """Each family with its defaults and XLA off, beside its plain twin with Keras' defaults and XLA + 32 steps."""
+    rng = np.random.default_rng(0)
+    configs = []
+    for name in names:
+        for setting in ("defaults", "XLA off"):
+            model = vaezoo_model(name, setting)
+            configs.append(Config(name, setting, model, in_memory(batch_for(model, rng))))
+        for setting in ("Keras defaults", "XLA + 32 steps/execution"):
+            configs.append(Config(f"plain Keras {name}", setting, plain_model(setting, name),
+                                  in_memory(batch_for(model, rng))))
+    return configs
+
+
+def twin_ratios(configs, names) -> dict:
+    """Per family: its defaults and XLA-off rates over its twin's, per round."""
+    rates = {(c.label, c.setting): c.rates for c in configs}
+    paired = {}
+    for name in names:
+        for mine, short in (("defaults", "defaults"), ("XLA off", "XLA off")):
+            for setting, twin in (("Keras defaults", "Keras defaults"), ("XLA + 32 steps/execution", "XLA+32")):
+                paired[f"{name} {short} / plain {name} {twin}"] = per_round_summary(
+                    [a / b for a, b in zip(rates[(name, mine)], rates[(f"plain Keras {name}", setting)])])
+    return paired
+
+
 def build_configs(args) -> list[Config]:
     rng = np.random.default_rng(0)
     configs = []
@@ -279,7 +306,13 @@ def render_markdown(results: dict) -> str:
 
     out = [table(["model", "setting", "steps per measurement", f"examples/s (median of {results['repeats']})", "rounds"],
                  [[r["model"], r["setting"], r["steps"], r["examples_per_s"], ", ".join(map(str, r["rates"]))]
-                  for r in results["rows"]]), "", "Ratios of the medians:", ""]
+                  for r in results["rows"]])]
+    if results.get("twins_only"):
+        out += ["", "Ratios per round (each family against its plain twin, measured side by side in each round):", ""]
+        out += [f"- {k}: median **{v['median']:.2f}x** (min {v['min']:.2f}, max {v['max']:.2f}; rounds "
+                f"{', '.join(f'{r:.2f}' for r in v['rounds'])})" for k, v in results["paired_ratios"].items()]
+        return "\n".join(out)
+    out += ["", "Ratios of the medians:", ""]
     out += [f"- {k}: **{v:.2f}x**" for k, v in results["ratios"].items()]
     out += ["", "Ratios per round (the two configurations measured side by side in each round):", ""]
     out += [f"- {k}: median **{v['median']:.2f}x** (min {v['min']:.2f}, max {v['max']:.2f}; rounds "
@@ -304,6 +337,9 @@ def main():
     parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=FAMILIES,
                         help="the other families to time (default: all)")
     parser.add_argument("--report", metavar="JSON", help="print the Markdown tables of a results file and exit")
+    parser.add_argument("--twins-only", action="store_true",
+                        help="only --families that have a plain twin, each beside it (no VAE baseline, IWAE sweep, "
+                             "pipeline, memory or teardown)")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: one model's peak memory
     args = parser.parse_args()
     if args.report:
@@ -311,6 +347,24 @@ def main():
         return
     if args.memory_of:
         print("MEMORY" + json.dumps(peak_memory(args.memory_of)))
+        return
+
+    if args.twins_only:
+        names = [n for n in args.families if n in TWINS]
+        configs = twin_configs(names)
+        for c in configs:
+            c.warm_up(args.seconds)
+        for _ in range(args.repeats):
+            for c in configs:
+                c.measure()
+        results = {"batch": BATCH, "repeats": args.repeats, "twins_only": True,
+                   "rows": [{"model": c.label, "setting": c.setting, "steps": c.steps, "examples_per_s": round(c.rate),
+                             "rates": [round(r) for r in c.rates]} for c in configs],
+                   "paired_ratios": twin_ratios(configs, names), "tensorflow": tf.__version__,
+                   "keras": keras.__version__, "cpus": os.cpu_count()}
+        print(render_markdown(results))
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=1))
         return
 
     configs = build_configs(args)

@@ -84,6 +84,25 @@ def test_flop_count_and_matmul_probe_match_the_vae_layers():
         assert np.isfinite(float(probe.run()))
 
 
+def test_twin_ratios_pair_each_family_with_its_twin_round_by_round():
+    rates = {("vq_vae", "defaults"): [2.0, 4.0], ("vq_vae", "XLA off"): [3.0, 3.0],
+             ("plain Keras vq_vae", "Keras defaults"): [1.0, 2.0],
+             ("plain Keras vq_vae", "XLA + 32 steps/execution"): [2.0, 1.0]}
+    configs = []
+    for (label, setting), r in rates.items():
+        c = throughput.Config(label, setting, model=None, dataset=None)
+        c.rates = r
+        configs.append(c)
+    paired = throughput.twin_ratios(configs, ["vq_vae"])
+    assert paired["vq_vae defaults / plain vq_vae Keras defaults"]["rounds"] == [2.0, 2.0]
+    assert paired["vq_vae defaults / plain vq_vae XLA+32"]["rounds"] == [1.0, 4.0]
+    assert paired["vq_vae XLA off / plain vq_vae XLA+32"]["median"] == 2.25
+    text = throughput.render_markdown({"repeats": 2, "twins_only": True, "paired_ratios": paired,
+                                       "rows": [{"model": "vq_vae", "setting": "defaults", "steps": 32,
+                                                 "examples_per_s": 3, "rates": [2, 4]}]})
+    assert "vq_vae defaults / plain vq_vae Keras defaults: median **2.00x**" in text
+
+
 def test_per_round_summary():
     summary = throughput.per_round_summary([1.5, 1.2, 1.8])
     assert (summary["median"], summary["min"], summary["max"]) == (1.5, 1.2, 1.8)
