@@ -125,6 +125,39 @@ def test_codes_api_and_ema_state_survive_a_keras_round_trip(tmp_path):
 # Replicated training (EMA statistics summed, restarts from the global batch): tests/test_distribute.py.
 
 
+def test_vqvae2_top_reconstruction_term_trains_the_top_codes_to_hold_the_image(tmp_path):
+    """``top_reconstruction_weight``: the objective adds lambda * -log p(x | top codes alone) through a decoder of the
+    top codes only, whose gradient reaches the top encoder but not the bottom path; off, no such decoder or metric."""
+    plain = tiny("vq_vae2")
+    assert plain.top_only_decoder is None and "top_reconstruction" not in plain.metric_names
+    model = tiny("vq_vae2", top_reconstruction_weight=0.5)
+    assert "top_reconstruction" in model.metric_names and model.get_config()["top_reconstruction_weight"] == 0.5
+    x = batch_for(model, n=4)
+    terms = model.compute_terms(x)
+    expected = tf.reduce_mean(terms["reconstruction"] + terms["commitment"] + terms["codebook"]
+                              + 0.5 * terms["top_reconstruction"])
+    np.testing.assert_allclose(float(model.objective(terms)), float(expected), rtol=1e-6)
+    top_only = model.likelihood_layer(model.top_only_decoder(model.top_quantizer.lookup(model.encode(x)[0])))
+    np.testing.assert_allclose(terms["top_reconstruction"], -top_only.log_prob(x), rtol=1e-5)
+    with tf.GradientTape() as tape:
+        term = tf.reduce_mean(model.compute_terms(x)["top_reconstruction"])
+    top_grads = tape.gradient(term, model.top_encoder.trainable_variables + model.top_only_decoder.trainable_variables)
+    assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in top_grads)
+    with tf.GradientTape() as tape:
+        term = tf.reduce_mean(model.compute_terms(x)["top_reconstruction"])
+    assert all(g is None for g in tape.gradient(term, model.decoder.trainable_variables
+                                                 + model.bottom_projection.trainable_variables))
+    model.compile(keras.optimizers.Adam(1e-3))
+    logs = model.fit(tf.data.Dataset.from_tensors(x).repeat(2), verbose=0).history
+    assert "top_reconstruction" in logs and np.isfinite(logs["top_reconstruction"][-1])
+    model.save(tmp_path / "vq2.keras")
+    loaded = keras.models.load_model(tmp_path / "vq2.keras")
+    for a, b in zip(model.top_only_decoder.weights, loaded.top_only_decoder.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match="top_reconstruction_weight"):
+        vaezoo.get("vq_vae2", top_reconstruction_weight=-1.0)
+
+
 def test_mnist_reconstruction_falls_and_codes_do_not_collapse(data_dir):
     keras.utils.set_random_seed(0)
     model = vaezoo.get("vq_vae", seed=0)

@@ -107,8 +107,9 @@ class VectorQuantizedVAE(BaseVAE):
                 f"{type(self).__name__} needs data_shape (height, width, channels) with height and width divisible "
                 f"by {factor} (downsample >= 1), got data_shape {data_shape}, downsample {downsample}."
             )
-        # Gradient-free (EMA) codebooks have no codebook loss to report.
-        self.metric_names = tuple(m for m in self.ALL_METRICS if not (ema and m == "codebook"))
+        # Gradient-free (EMA) codebooks have no codebook loss to report; a family may leave out others.
+        self.metric_names = tuple(m for m in self.ALL_METRICS
+                                  if not (ema and m == "codebook") and m not in self._unreported_metrics())
         super().__init__(data_shape=data_shape, seed=seed, **kwargs)
         self.hidden_channels = int(hidden_channels)
         self.residual_channels = int(residual_channels)
@@ -123,6 +124,10 @@ class VectorQuantizedVAE(BaseVAE):
         self.likelihood = likelihood
         self.likelihood_scale = float(likelihood_scale)
         self.likelihood_layer = dl.make_likelihood(likelihood, self.likelihood_scale)
+
+    def _unreported_metrics(self) -> tuple[str, ...]:
+        """Names of ``ALL_METRICS`` this instance does not compute (called before the base initialiser)."""
+        return ()
 
     def quantizer_settings(self) -> dict:
         """Keyword arguments of this model's :class:`VectorQuantizer` layers."""

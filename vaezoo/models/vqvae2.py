@@ -41,24 +41,36 @@ class VQVAE2(VectorQuantizedVAE):
             leave the bottom codes room for local detail only, so that the decoder reads the digit's identity from
             the top codes (docs/results.md, VQ-VAE-2 diagnosis: with 64 bottom codes it ignores them; not yet
             trained this way).
+        top_reconstruction_weight: lambda of an auxiliary term lambda * -log p(x | top codes alone), the image
+            decoded from the top codes by a decoder of their own (``top_only_decoder``, used in training only), as
+            each level of Jukebox's hierarchy reconstructs the input by itself (Dhariwal et al. 2020). It makes the
+            top codes hold the image's content even where the bottom codes could hold all of it (docs/results.md,
+            VQ-VAE-2 diagnosis). 0 (default): no such decoder, the loss of Razavi et al.
         **kwargs: as :class:`vaezoo.models.vqvae.VectorQuantizedVAE`.
+
+    References: Razavi, van den Oord & Vinyals 2019; Dhariwal, Jun, Payne, Kim, Radford & Sutskever, "Jukebox: A
+    Generative Model for Music", 2020 (separately reconstructing levels).
     """
 
     #: Trains faster without XLA on a CPU (docs/results.md#training-throughput).
     xla_by_default = False
 
-    ALL_METRICS = ("reconstruction", "commitment", "codebook", "perplexity_top", "perplexity_bottom",
-                   "codes_used_top", "codes_used_bottom")
+    ALL_METRICS = ("reconstruction", "commitment", "codebook", "top_reconstruction", "perplexity_top",
+                   "perplexity_bottom", "codes_used_top", "codes_used_bottom")
     extra_levels = 1
     #: The registered prior over this model's codes, and the order of the maps ``encode`` returns.
     prior_name = "hierarchical_pixelcnn_prior"
     code_levels = ("top", "bottom")
 
-    config_constraints = {**VectorQuantizedVAE.config_constraints, "bottom_num_codes": cfg.Range(2)}
+    config_constraints = {**VectorQuantizedVAE.config_constraints, "bottom_num_codes": cfg.Range(2),
+                          "top_reconstruction_weight": cfg.NON_NEGATIVE}
 
-    def __init__(self, downsample: int = 1, restart_after: int = 5, bottom_num_codes: int | None = None, **kwargs):
+    def __init__(self, downsample: int = 1, restart_after: int = 5, bottom_num_codes: int | None = None,
+                 top_reconstruction_weight: float = 0.0, **kwargs):
+        self._top_weight = float(top_reconstruction_weight)  # read by _unreported_metrics, before the base init
         super().__init__(downsample=downsample, restart_after=restart_after, **kwargs)
         self.bottom_num_codes = None if bottom_num_codes is None else int(bottom_num_codes)
+        self.top_reconstruction_weight = self._top_weight
         data_shape, seed = self.data_shape, self.seed
         c, r, n, d = self.hidden_channels, self.residual_channels, self.residual_blocks, self.code_dim
         hb, wb = data_shape[0] // 2**self.downsample, data_shape[1] // 2**self.downsample
@@ -95,12 +107,31 @@ class VQVAE2(VectorQuantizedVAE):
         x = keras.layers.Conv2DTranspose(data_shape[2], 4, strides=2, padding="same")(x)
         self.decoder = keras.Model([bottom_in, top_in], x, name="decoder")
 
+        self.top_only_decoder = None
+        if self.top_reconstruction_weight > 0:
+            x = inputs = keras.Input((*self.top_shape, d))
+            x = keras.layers.Conv2D(c, 3, padding="same")(x)
+            x = _residual_stack(x, c, r, n)
+            for _ in range(self.downsample):
+                x = keras.layers.Conv2DTranspose(c, 4, strides=2, padding="same", activation="relu")(x)
+            x = keras.layers.Conv2DTranspose(data_shape[2], 4, strides=2, padding="same")(x)
+            self.top_only_decoder = keras.Model(inputs, x, name="top_only_decoder")
+
         settings = self.quantizer_settings()
         seeds = (None, None) if seed is None else (seed, seed + 1)
         self.top_quantizer = VectorQuantizer(self.num_codes, d, seed=seeds[0], name="top_quantizer", **settings)
         self.bottom_quantizer = VectorQuantizer(self.bottom_codes, d, seed=seeds[1], name="bottom_quantizer",
                                                 **settings)
         self.build((None, *data_shape))
+
+    def _unreported_metrics(self):
+        return () if self._top_weight > 0 else ("top_reconstruction",)
+
+    def objective(self, terms):
+        loss = super().objective(terms)
+        if self.top_reconstruction_weight > 0:
+            loss = loss + self.top_reconstruction_weight * tf.reduce_mean(terms["top_reconstruction"])
+        return loss
 
     @property
     def bottom_codes(self) -> int:
@@ -126,7 +157,7 @@ class VQVAE2(VectorQuantizedVAE):
         x = self.check_inputs(x)
         vq_t, vq_b = self._quantize(x, training)
         px = self.likelihood_layer(self.decoder([vq_b["quantized"], vq_t["quantized"]], training=training))
-        return {
+        terms = {
             "reconstruction": -px.log_prob(x),
             "commitment": vq_t["commitment"] + vq_b["commitment"],
             "codebook": vq_t["codebook"] + vq_b["codebook"],
@@ -135,6 +166,10 @@ class VQVAE2(VectorQuantizedVAE):
             "codes_used_top": vq_t["usage"],
             "codes_used_bottom": vq_b["usage"],
         }
+        if self.top_only_decoder is not None:
+            top_only = self.likelihood_layer(self.top_only_decoder(vq_t["quantized"], training=training))
+            terms["top_reconstruction"] = -top_only.log_prob(x)
+        return terms
 
     def call(self, inputs, training=False):
         """Reconstruction mean E[x|z_q]."""
