@@ -1,9 +1,9 @@
 """Where the MLP VAE's training step spends its time: the step built up one part at a time.
 
-Every stage below is the one before it plus one part of the training step of ``vaezoo.get("vae")`` (its network:
-784-512-256-32, ReLU; batch 128). Stages 1-7 run ``STEPS`` (32) steps per call inside one XLA-compiled
-``tf.function`` (a ``tf.range`` loop over the same batch, as ``fit`` with ``steps_per_execution=32`` does);
-stages 8-9 are whole ``model.fit`` epochs. Time per step is the median over rounds, every stage once per round
+Stages 2-6 are each the one before plus one part of the training step of ``vaezoo.get("vae")`` (its network:
+784-512-256-32, ReLU; batch 128); stages 7-10 are whole steps, each against the stage named. Stages 2-8 run
+``STEPS`` (32) steps per call inside one XLA-compiled ``tf.function`` (a ``tf.range`` loop over the same batch, as
+``fit`` with ``steps_per_execution=32`` does); stages 9-10 are whole ``model.fit`` epochs. Time per step is the median over rounds, every stage once per round
 (rounds alternate, so the machine's drift hits every stage alike); the increments between consecutive stages are
 what each part costs.
 
@@ -13,13 +13,17 @@ what each part costs.
    logits, the gradient, and a plain SGD update (something must consume the gradient, or XLA drops it).
 3. ``+ sampling``: the reparameterised sample z = mu + sigma * eps (the head's log-variance half, the RNG).
 4. ``+ likelihood and KL``: the Bernoulli log-likelihood on logits and the closed-form Gaussian KL (the ELBO).
-5. ``Adam instead of SGD``: the plain step of ``benchmarks/plain_vae.py`` without its metric trackers.
-6. ``+ trackers``: the plain twin's ``train_step`` exactly (three ``Mean`` trackers).
-7. ``vaezoo train_step``: ``vae``'s own ``train_step`` (TFP distributions, input checks, the non-finite guard, the
-   KL-weight variable, its metric trackers) in the same loop.
-8. ``plain twin, fit``: the plain twin through ``model.fit`` (XLA, 32 steps per execution): stage 6 plus Keras'
+5. ``Adam instead of SGD``: the minimal VAE step with Adam.
+6. ``+ trackers``: and three ``keras.metrics.Mean`` trackers (loss, reconstruction, KL), as a Keras
+   ``train_step`` keeps them.
+7. ``plain twin train_step``: ``benchmarks/plain_vae.py``'s ``train_step`` (its K-sample code path at K = 1:
+   tiling, reshapes), against stage 6.
+8. ``vaezoo train_step``: ``vae``'s own ``train_step`` (TFP distributions, input checks, the KL-weight variable,
+   its metric trackers) in the same loop, against stage 6.
+9. ``plain twin, fit``: the plain twin through ``model.fit`` (XLA, 32 steps per execution), against stage 7: Keras'
    trainer (data adapter, iterator, callbacks, the host sync per execution).
-9. ``vaezoo, fit``: ``vae`` through ``model.fit`` with its defaults: stage 7 plus the same.
+10. ``vaezoo, fit``: ``vae`` through ``model.fit`` with its defaults, against stage 8: the same, with vaezoo's
+    callback list (true step counts; the first-batch check runs before the timed epoch).
 
     python benchmarks/step_profile.py --rounds 7 --out docs/step_profile.json
     python benchmarks/step_profile.py --report docs/step_profile.json
@@ -49,7 +53,10 @@ from throughput import BATCH, EpochTimer, MatmulProbe, vae_train_flops_per_examp
 
 STEPS = 32
 STAGES = ("matmuls", "network + SGD", "+ sampling", "+ likelihood and KL", "Adam instead of SGD", "+ trackers",
-          "vaezoo train_step", "plain twin, fit", "vaezoo, fit")
+          "plain twin train_step", "vaezoo train_step", "plain twin, fit", "vaezoo, fit")
+#: The stage each whole-step stage is compared with (the others: the stage before).
+AGAINST = {"plain twin train_step": "+ trackers", "vaezoo train_step": "+ trackers",
+           "plain twin, fit": "plain twin train_step", "vaezoo, fit": "vaezoo train_step"}
 
 
 def looped(step, calls_per_measurement):
@@ -84,7 +91,7 @@ class Stage:
 
 
 def plain_stages(x, calls):
-    """Stages 2-6 on one plain twin's layers (its own weights per stage: the updates differ)."""
+    """Stages 2-7 on one plain twin's layers (its own weights per stage: the updates differ)."""
     stages = []
 
     def make(kind):
@@ -95,7 +102,8 @@ def plain_stages(x, calls):
         optimizer = keras.optimizers.Adam(1e-3) if kind >= 5 else keras.optimizers.SGD(1e-3)
         optimizer.build(variables)
         seed = keras.random.SeedGenerator(0)
-        if kind == 6:
+        trackers = [keras.metrics.Mean(name=n) for n in ("loss", "reconstruction", "kl")]
+        if kind == 7:
             model.compile(optimizer)
             return lambda: model.train_step(x)
 
@@ -114,10 +122,13 @@ def plain_stages(x, calls):
                     kl = -0.5 * tf.reduce_sum(1.0 + log_var - tf.square(mean) - tf.exp(log_var), axis=-1)
                     loss = tf.reduce_mean(rec + kl)
             optimizer.apply(tape.gradient(loss, variables), variables)
+            if kind == 6:
+                for tracker, value in zip(trackers, (loss, tf.reduce_mean(rec), tf.reduce_mean(kl))):
+                    tracker.update_state(value)
 
         return step
 
-    for kind, name in zip(range(2, 7), STAGES[1:6]):
+    for kind, name in zip(range(2, 8), STAGES[1:7]):
         stages.append(Stage(name, looped(make(kind), calls)[1]))
     return stages
 
@@ -127,7 +138,7 @@ def vaezoo_stage(x, calls):
     model = vaezoo.get("vae", seed=0)
     model.compile(keras.optimizers.Adam(1e-3))
     model.optimizer.build(model.trainable_variables)
-    return Stage(STAGES[6], looped(lambda: model.train_step(x), calls)[1])
+    return Stage("vaezoo train_step", looped(lambda: model.train_step(x), calls)[1])
 
 
 def fit_stage(name, model, x, steps):
@@ -154,40 +165,34 @@ def profile(rounds: int, calls: int) -> dict:
     plain.compile(keras.optimizers.Adam(1e-3), jit_compile=True, steps_per_execution=STEPS)
     zoo = vaezoo.get("vae", seed=0)
     zoo.compile(keras.optimizers.Adam(1e-3))
-    stages.append(fit_stage(STAGES[7], plain, x, calls * STEPS))
-    stages.append(fit_stage(STAGES[8], zoo, x, calls * STEPS))
+    stages.append(fit_stage("plain twin, fit", plain, x, calls * STEPS))
+    stages.append(fit_stage("vaezoo, fit", zoo, x, calls * STEPS))
     for stage in stages:  # warm-up: trace, compile, one timed call
         stage.measure_once()
     for _ in range(rounds):
         for stage in stages:
             stage.measure()
     flops = BATCH * vae_train_flops_per_example()
-    rows, previous = [], None
-    for stage in stages:
-        ms = stage.time * 1e3
-        rows.append({"stage": stage.name, "ms_per_step": round(ms, 4), "rounds_ms": [round(t * 1e3, 4) for t in stage.times],
-                     "increment_ms": None if previous is None else round(ms - previous, 4),
+    ms = {stage.name: stage.time * 1e3 for stage in stages}
+    rows = []
+    for n, stage in enumerate(stages):
+        against = AGAINST.get(stage.name, STAGES[n - 1] if n else None)
+        rows.append({"stage": stage.name, "ms_per_step": round(ms[stage.name], 4),
+                     "rounds_ms": [round(t * 1e3, 4) for t in stage.times], "against": against,
+                     "increment_ms": None if against is None else round(ms[stage.name] - ms[against], 4),
                      "examples_per_s": round(BATCH / stage.time), "matmul_gflops": round(flops / stage.time / 1e9, 1)})
-        previous = ms
-    # Stage 8 follows stage 6 (the plain twin), stage 9 follows stage 7 (vaezoo): the fit overhead of each.
-    by = {r["stage"]: r["ms_per_step"] for r in rows}
-    rows[7]["increment_ms"] = round(by[STAGES[7]] - by[STAGES[5]], 4)
-    rows[8]["increment_ms"] = round(by[STAGES[8]] - by[STAGES[6]], 4)
-    rows[6]["increment_ms"] = round(by[STAGES[6]] - by[STAGES[5]], 4)
     return {"batch": BATCH, "steps_per_call": STEPS, "rounds": rounds, "calls_per_measurement": calls,
             "matmul_mflop_per_step": flops / 1e6, "rows": rows, "tensorflow": tf.__version__,
             "keras": keras.__version__, "cpus": os.cpu_count()}
 
 
 def render_markdown(result: dict) -> str:
-    lines = ["| stage | ms per step (median) | increment (ms) | examples/s | matmul GFLOP/s |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| stage | ms per step (median) | increment (ms) | against | examples/s | matmul GFLOP/s |",
+             "| --- | ---: | ---: | --- | ---: | ---: |"]
     for r in result["rows"]:
         inc = "" if r["increment_ms"] is None else f"{r['increment_ms']:+.3f}"
-        lines.append(f"| {r['stage']} | {r['ms_per_step']:.3f} | {inc} | {r['examples_per_s']} | {r['matmul_gflops']} |")
-    lines.append("")
-    lines.append("Increments: each stage against the one before it; `vaezoo train_step` against `+ trackers` (the "
-                 "plain twin's step), and each `fit` row against its own step in the XLA loop.")
+        lines.append(f"| {r['stage']} | {r['ms_per_step']:.3f} | {inc} | {r['against'] or ''} | "
+                     f"{r['examples_per_s']} | {r['matmul_gflops']} |")
     return "\n".join(lines)
 
 

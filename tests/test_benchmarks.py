@@ -168,7 +168,11 @@ def test_step_profile_times_every_stage():
     result = step_profile.profile(rounds=1, calls=1)
     assert [r["stage"] for r in result["rows"]] == list(step_profile.STAGES)
     assert all(r["ms_per_step"] > 0 and len(r["rounds_ms"]) == 1 for r in result["rows"])
+    rows = {r["stage"]: r for r in result["rows"]}
     assert result["rows"][0]["increment_ms"] is None and all(r["increment_ms"] is not None for r in result["rows"][1:])
+    assert rows["vaezoo, fit"]["against"] == "vaezoo train_step" and rows["+ sampling"]["against"] == "network + SGD"
+    assert rows["vaezoo train_step"]["increment_ms"] == pytest.approx(
+        rows["vaezoo train_step"]["ms_per_step"] - rows["+ trackers"]["ms_per_step"], abs=1e-3)
     assert "| vaezoo, fit |" in step_profile.render_markdown(result)
 
 
