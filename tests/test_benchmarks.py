@@ -145,6 +145,24 @@ def test_sample_quality_benchmark_writes_its_rows_and_keeps_them(data_dir, tmp_p
 
 
 @pytest.mark.slow
+def test_a_shipped_models_generation_row_is_measured_again(data_dir, tmp_path):
+    """The generation table's row of the quick-start model (docs/sample_quality/summary.json) from its own
+    command: the same FID, KID, precision and recall (fixed seeds; the floors too)."""
+    import json
+
+    import sample_quality
+
+    recorded = {r["model"]: r for r in json.loads(
+        (Path(__file__).resolve().parents[1] / "docs" / "sample_quality" / "summary.json").read_text())["rows"]}
+    out = tmp_path / "q"
+    assert sample_quality.main(["--out", str(out), "--data-dir", str(data_dir), "--only", "beta_vae_conv.sprites"]) == 0
+    rows = {r["model"]: r for r in json.loads((out / "summary.json").read_text())["rows"]}
+    for name in ("beta_vae_conv.sprites", "floor: sprites train images", "floor: MNIST train images"):
+        for key in ("fid", "kid", "precision", "recall"):
+            assert rows[name][key] == pytest.approx(recorded[name][key], rel=1e-3, abs=1e-3), (name, key)
+
+
+@pytest.mark.slow
 def test_vqvae2_diagnosis_finds_which_level_the_decoder_reads(data_dir, tmp_path):
     import json
 
