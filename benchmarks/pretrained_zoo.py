@@ -67,6 +67,9 @@ TRAINED = {
     "vq_vae2": dict(tag="mnist", overrides={}, dataset="mnist", binarize="dynamic", epochs=8,
                     metric="test_reconstruction", check_examples=1000,
                     prior=dict(tag="mnist", overrides={"channels": 32}, epochs=6)),
+    # The conditional VAE: its metric is -log p(x|y) on the labelled test images (1000 importance samples).
+    "cvae": dict(tag="mnist", overrides={}, dataset="mnist", binarize="dynamic", epochs=100, metric="test_nll",
+                 labels=True, metric_samples=1000, check_samples=100, check_examples=1000),
 }
 
 
@@ -74,10 +77,11 @@ TRAINED = {
 DATASETS = {"mnist": "MNIST, dynamically binarized (a fresh Bernoulli draw each epoch)"}
 
 
-def test_data(dataset: str, binarize: str, seed: int, limit=None) -> dict:
+def test_data(dataset: str, binarize: str, seed: int, limit=None, labels: bool = False) -> dict:
     """The ``data.load`` arguments of a test set (a dynamic binarization with a fixed seed and batch size
-    is one fixed set of binary images)."""
-    return {"name": dataset, "split": "test", "binarize": binarize, "seed": seed, "batch_size": 1000, "limit": limit}
+    is one fixed set of binary images; ``labels``: with its labels, for a conditional model)."""
+    spec = {"name": dataset, "split": "test", "binarize": binarize, "seed": seed, "batch_size": 1000, "limit": limit}
+    return {**spec, "labels": True} if labels else spec
 
 
 def nll_metric(spec: dict, num_samples: int, seed: int, value=None) -> dict:
@@ -178,7 +182,7 @@ def train(args) -> None:
                            args)
     model = keras.models.load_model(run / runs.MODEL_FILE)
     seed = reproduce.TEST_BINARIZATION_SEED if spec["dataset"] == "mnist" else 0
-    test = test_data(spec["dataset"], spec["binarize"], seed, limit=args.limit)
+    test = test_data(spec["dataset"], spec["binarize"], seed, limit=args.limit, labels=spec.get("labels", False))
     check_examples = min(spec["check_examples"], args.limit or spec["check_examples"])
     if spec["metric"] == "test_nll":
         metric = nll_metric(test, spec["metric_samples"], 0)

@@ -139,3 +139,22 @@ def test_pretrained_zoo_train_takes_an_experiments_settings(tmp_path, data_dir, 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(pretrained.PRETRAINED_DIR_ENV, str(zoo_dir))
         assert vaezoo.get("vq_vae2", pretrained=True).bottom_quantizer.num_codes == 4
+
+
+@pytest.mark.slow
+def test_pretrained_zoo_ships_the_conditional_vae_measured_on_labelled_images(tmp_path, data_dir, capsys):
+    """``train cvae``: its metric is -log p(x|y) on the labelled test images, and ``measure`` repeats it."""
+    zoo_dir = tmp_path / "zoo"
+    pretrained_zoo.main(["--zoo", str(zoo_dir), "--data-dir", str(data_dir), "train", "cvae", "--runs",
+                         str(tmp_path / "runs"), "--epochs", "1", "--limit", "64"])
+    entry = pretrained.manifest(zoo_dir)["cvae.mnist"]
+    assert entry.metric["name"] == "test_nll" and entry.metric["data"]["labels"] is True
+    assert entry.check["data"]["labels"] is True and 0 < entry.metric["value"] < 600
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(pretrained.PRETRAINED_DIR_ENV, str(zoo_dir))
+        model = vaezoo.get("cvae", pretrained=True)
+        assert zoo.measure(model, entry.metric, data_dir=data_dir) == pytest.approx(entry.metric["value"], abs=1e-3)
+        # Without the labels a conditional model cannot be measured: refused, not silently unconditioned.
+        wrong = {**entry.metric, "data": {k: v for k, v in entry.metric["data"].items() if k != "labels"}}
+        with pytest.raises(ValueError):
+            zoo.measure(model, wrong, data_dir=data_dir)

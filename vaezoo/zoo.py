@@ -32,8 +32,8 @@ def measure(model, metric: Mapping[str, Any], data_dir=None) -> float:
     """Measure ``metric`` (a manifest ``metric`` or ``check``) of ``model`` again, as it was measured.
 
     ``metric["data"]`` holds the :func:`vaezoo.data.load` arguments of the evaluation data (name,
-    split, binarize, seed, batch_size, limit; never shuffled: a dynamic binarization with a fixed
-    seed and batch size is one fixed set of binary images). ``metric["name"]`` is
+    split, binarize, seed, batch_size, limit, and ``labels`` for a conditional model; never shuffled: a
+    dynamic binarization with a fixed seed and batch size is one fixed set of binary images). ``metric["name"]`` is
 
     * ``"test_nll"``: importance-sampled negative log-likelihood, nats per example
       (:func:`vaezoo.evaluate.log_likelihood` with ``num_samples``, ``batch_size`` and ``seed``); for a prior
@@ -52,7 +52,11 @@ def measure(model, metric: Mapping[str, Any], data_dir=None) -> float:
     if metric.get("codes_of"):
             ds = data.codes_dataset(registry.get(metric["codes_of"], pretrained=True), ds)
     if metric["name"] == "test_nll" and model.input_kind != "codes":
-        images = np.concatenate([b.numpy() for b in ds])
+        batches = list(ds)
+        if isinstance(batches[0], (tuple, list)):  # labelled data (``"labels": true``): log p(x|y) of a conditional model
+            images = (np.concatenate([b[0].numpy() for b in batches]), np.concatenate([b[1].numpy() for b in batches]))
+        else:
+            images = np.concatenate([b.numpy() for b in batches])
         # Without XLA: XLA's stateless generator draws other samples, and the manifest's values are these draws.
         return float(evaluate.log_likelihood(model, images, num_samples=metric["num_samples"],
                                              batch_size=metric["batch_size"], seed=metric["seed"],
