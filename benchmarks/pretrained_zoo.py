@@ -15,6 +15,7 @@ measure it again), a cheap check of that metric, the command, and the weights' s
     python benchmarks/reproduce.py --model vae --k 1 --dataset mnist --budget 450 --out runs/repro/vae_k1
     python benchmarks/pretrained_zoo.py add-run runs/repro/vae_k1 --tag mnist_dynamic --default
     python benchmarks/pretrained_zoo.py train beta_vae_conv
+    python benchmarks/pretrained_zoo.py add-m2 runs/m2_100 --tag mnist_100 --default
     python benchmarks/pretrained_zoo.py remeasure vae.mnist_dynamic    # after the evaluation data changed
     vaezoo list --pretrained
 
@@ -147,6 +148,41 @@ def add_run(args) -> None:
                                   "bytes": entry.bytes}}))
 
 
+def add_m2(args) -> None:
+    """The model of a finished ``benchmarks/semi_supervised.py`` run: its metric is the run's test error of q(y|x)
+    on all 10,000 test images (percent), its check the same on the first 1000."""
+    import semi_supervised
+
+    folder = Path(args.run)
+    description = json.loads((folder / "description.json").read_text())
+    if not (folder / semi_supervised.RESULT_FILE).is_file():
+        sys.exit(f"{folder} has no {semi_supervised.RESULT_FILE}: the run has not finished its epochs")
+    result = json.loads((folder / semi_supervised.RESULT_FILE).read_text())
+    model = keras.models.load_model(folder / runs.CHECKPOINT_DIR / runs.LAST_CHECKPOINT)
+    spec = test_data("mnist", "dynamic", reproduce.TEST_BINARIZATION_SEED, limit=result["test_examples"], labels=True)
+    metric = {"name": "test_error", "unit": "percent", "data": spec, "value": result["test_error"],
+              "paper": description["paper_error"]}
+    check = {"name": "test_error", "unit": "percent", "data": {**spec, "limit": CHECK_EXAMPLES}}
+    check["value"] = round(zoo.measure(model, check, data_dir=args.data_dir), 3)
+    settings = description.get("settings", {})
+    command = (f"python benchmarks/semi_supervised.py --num-labels {description['num_labels']} --label-seed "
+               f"{description['label_seed']} --epochs {description['epochs']} --batch-size {description['batch_size']}"
+               + "".join(f" --set {k}={shlex.quote(json.dumps(v))}" for k, v in settings.items()))
+    config = {**vaezoo.registry.model_kwargs("m2", vaezoo.get_config("m2", **settings)),
+              "num_labels": description["num_labels"], "seed": description["seed"]}
+    schedule = {"optimizer": "adam", "learning_rate": vaezoo.get_config("m2", **settings)["learning_rate"],
+                "batch_size": f"{description['batch_size']} unlabelled + a tenth as many labelled images",
+                "labelled_images": description["num_labels"], "label_seed": description["label_seed"],
+                "test_nll": result["test_nll"], "labelled_train_error": result["labelled_train_error"]}
+    entry = zoo.add(model, args.tag, config=config, dataset=f"MNIST, dynamically binarized, "
+                    f"{description['num_labels']} labelled images (balanced) and the rest unlabelled",
+                    schedule=schedule, epochs=description["epochs"], metric=metric, check=check, folder=args.zoo,
+                    default=args.default, command=command,
+                    notes=f"Kingma et al. 2014, Table 1 (M2): {description['paper_error']}% test error.")
+    print(json.dumps({entry.key: {"metric": entry.metric["value"], "check": entry.check["value"],
+                                  "bytes": entry.bytes}}))
+
+
 def _train_run(name: str, tag: str, dataset: str, overrides: dict, epochs: int, args, extra=()) -> tuple[Path, dict]:
     """``vaezoo train`` into ``<runs>/<name>.<tag>`` (rerun: resumes, or nothing to do when finished)."""
     run = Path(args.runs) / f"{name}.{tag}"
@@ -247,6 +283,11 @@ def main(argv=None) -> int:
     a.add_argument("--tag", required=True)
     a.add_argument("--default", action="store_true", help="make it the tag that pretrained=True picks")
     a.set_defaults(func=add_run)
+    m = sub.add_parser("add-m2", help="add the model of a finished benchmarks/semi_supervised.py run")
+    m.add_argument("run")
+    m.add_argument("--tag", required=True)
+    m.add_argument("--default", action="store_true", help="make it the tag that pretrained=True picks")
+    m.set_defaults(func=add_m2)
     t = sub.add_parser("train", help="train and add one of the models of TRAINED")
     t.add_argument("name", choices=sorted(TRAINED))
     t.add_argument("--runs", default="runs/pretrained", help="where the training run folders go")

@@ -158,3 +158,31 @@ def test_pretrained_zoo_ships_the_conditional_vae_measured_on_labelled_images(tm
         wrong = {**entry.metric, "data": {k: v for k, v in entry.metric["data"].items() if k != "labels"}}
         with pytest.raises(ValueError):
             zoo.measure(model, wrong, data_dir=data_dir)
+
+
+@pytest.mark.slow
+def test_semi_supervised_benchmark_runs_and_its_m2_enters_the_zoo(tmp_path, data_dir):
+    """benchmarks/semi_supervised.py trains M2 on 100 labels and records the test error of q(y|x); ``add-m2`` ships
+    that model with the error as its metric, and ``measure`` gives the same error again."""
+    import semi_supervised
+
+    out = tmp_path / "m2"
+    argv = ["--epochs", "1", "--out", str(out), "--data-dir", str(data_dir), "--test-limit", "200", "--eval-samples",
+            "5", "--eval-examples", "50", "--curve-every", "1", "--verbose", "0", "--set", "hidden_units=[16]",
+            "--set", "classifier_units=[16]", "--set", "latent_dim=4"]
+    assert semi_supervised.main(argv) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["test_examples"] == 200 and 0.0 <= result["test_error"] <= 100.0 and result["paper_error"] == 11.97
+    assert json.loads((out / "curve.json").read_text())["points"][-1]["test_error"] == result["test_error"]
+    zoo_dir = tmp_path / "zoo"
+    pretrained_zoo.main(["--zoo", str(zoo_dir), "--data-dir", str(data_dir), "add-m2", str(out), "--tag", "tiny"])
+    entry = pretrained.manifest(zoo_dir)["m2.tiny"]
+    assert entry.metric["name"] == "test_error" and entry.metric["value"] == result["test_error"]
+    assert entry.config["hidden_units"] == [16] and "--set hidden_units=" in entry.command
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(pretrained.PRETRAINED_DIR_ENV, str(zoo_dir))
+        model = vaezoo.get("m2.tiny", pretrained=True)
+        assert zoo.measure(model, entry.metric, data_dir=data_dir) == pytest.approx(result["test_error"], abs=1e-3)
+        assert zoo.measure(model, entry.check, data_dir=data_dir) == pytest.approx(entry.check["value"], abs=1e-3)
+        with pytest.raises(ValueError, match="labelled data"):
+            zoo.measure(model, {**entry.metric, "data": {**entry.metric["data"], "labels": False}}, data_dir=data_dir)

@@ -35,6 +35,8 @@ def measure(model, metric: Mapping[str, Any], data_dir=None) -> float:
     split, binarize, seed, batch_size, limit, and ``labels`` for a conditional model; never shuffled: a
     dynamic binarization with a fixed seed and batch size is one fixed set of binary images). ``metric["name"]`` is
 
+    * ``"test_error"``: the percent of labelled examples whose most probable class under ``model.classify``
+      is not their label (m2's q(y|x));
     * ``"test_nll"``: importance-sampled negative log-likelihood, nats per example
       (:func:`vaezoo.evaluate.log_likelihood` with ``num_samples``, ``batch_size`` and ``seed``); for a prior
       over codes, its exact NLL of the codes;
@@ -51,6 +53,14 @@ def measure(model, metric: Mapping[str, Any], data_dir=None) -> float:
     ds = data.load(spec.pop("name"), spec.pop("split"), data_dir=data_dir, shuffle=False, **spec)
     if metric.get("codes_of"):
             ds = data.codes_dataset(registry.get(metric["codes_of"], pretrained=True), ds)
+    if metric["name"] == "test_error":  # a classifier's (``classify``, e.g. m2's q(y|x)) percent error
+        if not hasattr(model, "classify"):
+            raise ValueError(f"Metric 'test_error' needs a model that classifies; {type(model).__name__} does not.")
+        batches = list(ds)
+        if not isinstance(batches[0], (tuple, list)):
+            raise ValueError("Metric 'test_error' needs labelled data: set \"labels\": true in its data.")
+        wrong = sum(int(np.sum(np.argmax(model.classify(x), axis=-1) != y.numpy())) for x, y in batches)
+        return 100.0 * wrong / sum(int(y.shape[0]) for _, y in batches)
     if metric["name"] == "test_nll" and model.input_kind != "codes":
         batches = list(ds)
         if isinstance(batches[0], (tuple, list)):  # labelled data (``"labels": true``): log p(x|y) of a conditional model
