@@ -3,8 +3,8 @@
 :class:`PlainVAE`: exactly the layers of ``vaezoo.get("vae")`` (784-512-256-32, ReLU; a Dense(64) head for the
 mean and log-variance; decoder 32-256-512-784), a Bernoulli likelihood on logits, the closed-form Gaussian KL and
 one reparameterised sample, written the way the Keras VAE example writes it: a custom ``train_step`` with
-``GradientTape`` and ``Mean`` trackers. It uses no TFP. With other arguments, the twins of ``vae_conv`` and
-``iwae`` (:data:`EQUIVALENTS`).
+``GradientTape`` and ``Mean`` trackers. It uses no TFP. With other arguments, the twins of ``vae_conv``, ``iwae``
+and ``vae_vamp`` (the VampPrior of Tomczak & Welling 2018, its KL by Monte Carlo) (:data:`EQUIVALENTS`).
 
 :class:`PlainVQVAE`: the networks of ``vq_vae`` (one level of codes) and ``vq_vae2`` (top and bottom codes, the
 bottom conditioned on the top), with a hand-written EMA quantiser (van den Oord et al. 2017, appendix; dead codes
@@ -15,6 +15,7 @@ loss and a Bernoulli likelihood on logits (:data:`VQ_EQUIVALENTS`).
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -26,11 +27,17 @@ class PlainVAE(keras.Model):
     input_kind = "images"  # what benchmarks/throughput.py feeds it
 
     def __init__(self, data_shape=(28, 28, 1), latent_dim=32, hidden_units=(512, 256), seed=0, architecture="mlp",
-                 conv_filters=(32, 64), activation="relu", num_samples=1, **kwargs):
+                 conv_filters=(32, 64), activation="relu", num_samples=1, prior="normal", num_pseudo_inputs=500,
+                 **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
         self.data_shape = tuple(data_shape)
         self.num_samples = int(num_samples)
+        self.prior = prior
+        if prior == "vamp":  # Tomczak & Welling 2018: pseudo-inputs u = hardtanh(W), W ~ N(0.05, 0.01^2)
+            self.pseudo_inputs = self.add_weight(
+                name="pseudo_inputs", shape=(num_pseudo_inputs, *self.data_shape),
+                initializer=keras.initializers.RandomNormal(0.05, 0.01, seed=seed))
         convs = [keras.layers.Conv2D(f, 4, strides=2, padding="same", activation=activation)
                  for f in conv_filters] if architecture == "conv" else []
         self.encoder = keras.Sequential(
@@ -66,6 +73,16 @@ class PlainVAE(keras.Model):
         mean, _ = tf.split(self.encoder(x), 2, axis=-1)
         return tf.sigmoid(self.decoder(mean))
 
+    def log_prior(self, z):
+        """log p(z) of ``z`` ``[..., L]``: N(0, I) up to its constant, or the VampPrior's mixture of the encoder's
+        Gaussians at the pseudo-inputs (with the constants: ``- L/2 log 2 pi`` per component)."""
+        if self.prior != "vamp":
+            return -0.5 * tf.reduce_sum(tf.square(z), axis=-1)
+        means, log_vars = tf.split(self.encoder(tf.clip_by_value(self.pseudo_inputs, 0.0, 1.0)), 2, axis=-1)  # [C, L]
+        diff = z[..., None, :] - means  # [..., C, L]
+        log_n = -0.5 * tf.reduce_sum(tf.square(diff) * tf.exp(-log_vars) + log_vars + np.log(2 * np.pi), axis=-1)
+        return tf.reduce_logsumexp(log_n, axis=-1) - tf.math.log(float(self.pseudo_inputs.shape[0]))
+
     def train_step(self, x):
         k = self.num_samples
         with tf.GradientTape() as tape:
@@ -76,7 +93,11 @@ class PlainVAE(keras.Model):
             labels = tf.reshape(tf.tile(x[None], [k, 1, 1, 1, 1]), tf.shape(logits))
             reconstruction = tf.reshape(tf.reduce_sum(
                 tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=[1, 2, 3]), [k, -1])
-            if k == 1:  # the closed-form Gaussian KL
+            if k == 1 and self.prior == "vamp":  # Monte-Carlo KL: log q(z|x) - log p(z) at the sample
+                log_q = -0.5 * tf.reduce_sum(tf.square(eps[0]) + log_var + np.log(2 * np.pi), axis=-1)
+                kl = log_q - self.log_prior(z[0])
+                loss = tf.reduce_mean(reconstruction[0] + kl)
+            elif k == 1:  # the closed-form Gaussian KL
                 kl = -0.5 * tf.reduce_sum(1.0 + log_var - tf.square(mean) - tf.exp(log_var), axis=-1)
                 loss = tf.reduce_mean(reconstruction[0] + kl)
             else:  # log w = log p(x|z) + log p(z) - log q(z|x); the normalising constants cancel
@@ -235,6 +256,8 @@ EQUIVALENTS = {
     "vae": {},
     "vae_conv": {"architecture": "conv", "hidden_units": (256,), "conv_filters": (32, 64)},
     "iwae": {"latent_dim": 50, "hidden_units": (200, 200), "activation": "tanh", "num_samples": 5},
+    "vae_vamp": {"latent_dim": 50, "hidden_units": (200, 200), "activation": "tanh", "prior": "vamp",
+                 "num_pseudo_inputs": 500},
 }
 
 #: The same for the vector-quantised families: the PlainVQVAE arguments of their registry configs.

@@ -7,9 +7,9 @@ code maps for the priors), for:
   default compile settings (no XLA on CPU, one step per execution);
 * the plain VAE of ``benchmarks/plain_vae.py`` (the same layers, Adam(1e-3), batch 128) with Keras'
   defaults, and with XLA + 32 steps per execution;
-* every other family (beta_vae, vae_conv, iwae, vq_vae, vq_vae2, pixelcnn_prior,
+* every other family (beta_vae, vae_conv, iwae, vae_vamp, vq_vae, vq_vae2, pixelcnn_prior,
   hierarchical_pixelcnn_prior; registry configs) with vaezoo's defaults and with XLA off, and for
-  ``vae_conv``, ``iwae`` (K = 5), ``vq_vae`` and ``vq_vae2`` their hand-written twins (``plain_vae.plain_twin``:
+  ``vae_conv``, ``iwae`` (K = 5), ``vae_vamp``, ``vq_vae`` and ``vq_vae2`` their hand-written twins (``plain_vae.plain_twin``:
   the same networks and loss) with Keras' defaults and with XLA + 32 steps per execution, each ratio per round;
 * ``iwae`` with K = 1, 5, 10, 20 importance samples (cost against the encoder + K decoders' work);
 * ``vae`` fed by the real tf.data pipeline (MNIST IDX files, a fresh index permutation per epoch,
@@ -54,7 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_vae import TWINS, plain_twin  # noqa: E402
 
 BATCH = 128
-FAMILIES = ("beta_vae", "vae_conv", "iwae", "vq_vae", "vq_vae2", "pixelcnn_prior", "hierarchical_pixelcnn_prior")
+FAMILIES = ("beta_vae", "vae_conv", "iwae", "vae_vamp", "vq_vae", "vq_vae2", "pixelcnn_prior",
+            "hierarchical_pixelcnn_prior")
 IWAE_K = (1, 5, 10, 20)
 # The MLP VAE's dense layers (in, out): encoder, mean/log-variance head, decoder.
 VAE_DENSE = ((784, 512), (512, 256), (256, 64), (32, 256), (256, 512), (512, 784))

@@ -36,6 +36,24 @@ def test_plain_baseline_is_the_network_of_its_vaezoo_model(name):
     np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(zoo(x)), atol=1e-5)
 
 
+def test_plain_vamp_twin_has_the_vaezoo_prior():
+    """With the zoo's weights, the twin's log p(z) is the VampPrior's (the mixture of the encoder's Gaussians at the
+    clipped pseudo-inputs) and its Monte-Carlo KL the zoo's."""
+    import tensorflow as tf
+
+    zoo, plain = vaezoo.get("vae_vamp", seed=0), plain_vae.plain_twin("vae_vamp", seed=1)
+    by_shape = {}
+    for w in zoo.trainable_weights:
+        by_shape.setdefault(tuple(w.shape), []).append(w)
+    for w in plain.trainable_weights:
+        w.assign(by_shape[tuple(w.shape)].pop(0))
+    plain.pseudo_inputs.assign(np.random.default_rng(0).uniform(-0.2, 1.2, plain.pseudo_inputs.shape))
+    zoo.prior_layer.pseudo_weights.assign(plain.pseudo_inputs)  # values outside [0, 1]: the clip is exercised
+    z = np.random.default_rng(1).normal(size=(6, 50)).astype("float32")
+    np.testing.assert_allclose(plain.log_prior(tf.constant(z)).numpy(), zoo.prior_distribution().log_prob(z).numpy(),
+                               rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("name", sorted(plain_vae.VQ_EQUIVALENTS))
 def test_plain_vq_twin_is_the_network_of_its_vaezoo_model(name):
     zoo, plain = vaezoo.get(name, seed=0), plain_vae.plain_twin(name, seed=1)
