@@ -52,9 +52,6 @@ class VQVAE2(VectorQuantizedVAE):
     Generative Model for Music", 2020 (separately reconstructing levels).
     """
 
-    #: Trains faster without XLA on a CPU (docs/results.md#training-throughput).
-    xla_by_default = False
-
     ALL_METRICS = ("reconstruction", "commitment", "codebook", "top_reconstruction", "perplexity_top",
                    "perplexity_bottom", "codes_used_top", "codes_used_bottom")
     extra_levels = 1
