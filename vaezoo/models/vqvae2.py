@@ -64,10 +64,10 @@ class VQVAE2(VectorQuantizedVAE):
 
     def __init__(self, downsample: int = 1, restart_after: int = 5, bottom_num_codes: int | None = None,
                  top_reconstruction_weight: float = 0.0, **kwargs):
-        self._top_weight = float(top_reconstruction_weight)  # read by _unreported_metrics, before the base init
+        # Set before the base init, which asks _unreported_metrics which trackers to build.
+        self.top_reconstruction_weight = float(top_reconstruction_weight)
         super().__init__(downsample=downsample, restart_after=restart_after, **kwargs)
         self.bottom_num_codes = None if bottom_num_codes is None else int(bottom_num_codes)
-        self.top_reconstruction_weight = self._top_weight
         data_shape, seed = self.data_shape, self.seed
         c, r, n, d = self.hidden_channels, self.residual_channels, self.residual_blocks, self.code_dim
         hb, wb = data_shape[0] // 2**self.downsample, data_shape[1] // 2**self.downsample
@@ -122,7 +122,7 @@ class VQVAE2(VectorQuantizedVAE):
         self.build((None, *data_shape))
 
     def _unreported_metrics(self):
-        return () if self._top_weight > 0 else ("top_reconstruction",)
+        return () if self.top_reconstruction_weight > 0 else ("top_reconstruction",)
 
     def objective(self, terms):
         loss = super().objective(terms)
