@@ -27,6 +27,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _report import add_output_args, emit, print_report
+
 BATCH = 128
 DEFAULT_XLA_FLAGS = ("--xla_cpu_use_onednn=true", "--xla_cpu_use_xnnpack=true")
 
@@ -110,21 +112,15 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=3.0, help="target seconds per measurement")
     p.add_argument("--model", default="vae_conv")
     p.add_argument("--xla-flags", nargs="*", default=list(DEFAULT_XLA_FLAGS), help="one XLA variant per flag")
-    p.add_argument("--out", help="write the results as JSON here")
-    p.add_argument("--report", metavar="JSON", help="print the Markdown table of a results file and exit")
+    add_output_args(p)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.report:
-        print(render_markdown(json.loads(Path(args.report).read_text())))
-        return 0
+        return print_report(args.report, render_markdown)
     if args.child:
         print("RATES" + json.dumps(measure_here(args.seconds, args.model)))
         return 0
-    result = run(args.rounds, args.seconds, args.model, args.xla_flags)
-    print(render_markdown(result))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
-    return 0
+    return emit(run(args.rounds, args.seconds, args.model, args.xla_flags), render_markdown, args.out)
 
 
 if __name__ == "__main__":

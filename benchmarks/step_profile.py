@@ -48,6 +48,7 @@ import tensorflow as tf  # noqa: E402
 import vaezoo  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import add_output_args, emit, print_report  # noqa: E402
 from plain_vae import PlainVAE  # noqa: E402
 from throughput import BATCH, EpochTimer, MatmulProbe, vae_train_flops_per_example  # noqa: E402
 
@@ -200,17 +201,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=10, help="XLA calls of 32 steps per measurement")
-    parser.add_argument("--out", help="write the results as JSON here")
-    parser.add_argument("--report", metavar="JSON", help="print the Markdown table of a results file and exit")
+    add_output_args(parser)
     args = parser.parse_args(argv)
     if args.report:
-        print(render_markdown(json.loads(Path(args.report).read_text())))
-        return 0
-    result = profile(args.rounds, args.calls)
-    print(render_markdown(result))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
-    return 0
+        return print_report(args.report, render_markdown)
+    return emit(profile(args.rounds, args.calls), render_markdown, args.out)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ import vaezoo  # noqa: E402
 from vaezoo import data  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import add_output_args, emit, print_report  # noqa: E402
 from plain_vae import TWINS, plain_twin  # noqa: E402
 
 BATCH = 128
@@ -334,18 +335,16 @@ def main():
     parser.add_argument("--data-dir", default=os.environ.get(data.DATA_DIR_ENV))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.5, help="target seconds per measurement")
-    parser.add_argument("--out", help="write the results as JSON here")
+    add_output_args(parser)
     parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=FAMILIES,
                         help="the other families to time (default: all)")
-    parser.add_argument("--report", metavar="JSON", help="print the Markdown tables of a results file and exit")
     parser.add_argument("--twins-only", action="store_true",
                         help="only --families that have a plain twin, each beside it (no VAE baseline, IWAE sweep, "
                              "pipeline, memory or teardown)")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: one model's peak memory
     args = parser.parse_args()
     if args.report:
-        print(render_markdown(json.loads(Path(args.report).read_text())))
-        return
+        return print_report(args.report, render_markdown)
     if args.memory_of:
         print("MEMORY" + json.dumps(peak_memory(args.memory_of)))
         return
@@ -363,10 +362,7 @@ def main():
                              "rates": [round(r) for r in c.rates]} for c in configs],
                    "paired_ratios": twin_ratios(configs, names), "tensorflow": tf.__version__,
                    "keras": keras.__version__, "cpus": os.cpu_count()}
-        print(render_markdown(results))
-        if args.out:
-            Path(args.out).write_text(json.dumps(results, indent=1))
-        return
+        return emit(results, render_markdown, args.out)
 
     configs = build_configs(args)
     probes = [MatmulProbe(in_sequence=False), MatmulProbe(in_sequence=True)]
@@ -426,11 +422,8 @@ def main():
     results = {"batch": BATCH, "repeats": args.repeats, "rows": rows, "ratios": ratios, "paired_ratios": paired, "iwae": iwae_rows,
                "gflops": gflops, "memory": memory, "teardown": stall, "tensorflow": tf.__version__, "keras": keras.__version__,
                "cpus": os.cpu_count()}
-
-    print(render_markdown(results))
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+    return emit(results, render_markdown, args.out)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

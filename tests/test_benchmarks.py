@@ -239,3 +239,25 @@ def test_pixelcnn_sampling_benchmark_checks_the_window_draws_the_same_codes(tmp_
     assert set(rows) == set(pixelcnn_sampling.PRIORS)
     assert all(r["same_codes"] and r["window_samples_per_second"] > 0 for r in rows.values())
     assert rows["hierarchical_pixelcnn_prior"]["code_shapes"] == {"top": [7, 7], "bottom": [14, 14]}
+
+
+@pytest.mark.parametrize("module, record", [("conv_xla", "conv_xla.json"), ("step_profile", "step_profile.json"),
+                                            ("throughput", "throughput_twins_d.json")])
+def test_report_prints_the_table_of_a_committed_record_and_out_writes_it_back(module, record, tmp_path, capsys):
+    import argparse
+    import importlib
+    import json
+
+    import _report
+
+    bench = importlib.import_module(module)
+    path = Path(__file__).resolve().parents[1] / "docs" / record
+    parser = argparse.ArgumentParser()
+    _report.add_output_args(parser)
+    assert parser.parse_args(["--report", str(path)]).report == str(path)
+    assert _report.print_report(str(path), bench.render_markdown) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("|") and table.strip() == bench.render_markdown(json.loads(path.read_text())).strip()
+    out = tmp_path / "again.json"
+    assert _report.emit(json.loads(path.read_text()), bench.render_markdown, str(out)) == 0
+    assert json.loads(out.read_text()) == json.loads(path.read_text()) and capsys.readouterr().out == table
