@@ -3,8 +3,9 @@
 :class:`PlainVAE`: exactly the layers of ``vaezoo.get("vae")`` (784-512-256-32, ReLU; a Dense(64) head for the
 mean and log-variance; decoder 32-256-512-784), a Bernoulli likelihood on logits, the closed-form Gaussian KL and
 one reparameterised sample, written the way the Keras VAE example writes it: a custom ``train_step`` with
-``GradientTape`` and ``Mean`` trackers. It uses no TFP. With other arguments, the twins of ``vae_conv``, ``iwae``
-and ``vae_vamp`` (the VampPrior of Tomczak & Welling 2018, its KL by Monte Carlo) (:data:`EQUIVALENTS`).
+``GradientTape`` and ``Mean`` trackers. It uses no TFP. With other arguments, the twins of ``vae_conv``, ``iwae``,
+``miwae`` (M groups of K samples), ``vae_vamp`` (the VampPrior of Tomczak & Welling 2018, its KL by Monte Carlo)
+and ``vae_planar`` (amortised planar flows in q(z|x), Rezende & Mohamed 2015) (:data:`EQUIVALENTS`).
 
 :class:`PlainVQVAE`: the networks of ``vq_vae`` (one level of codes) and ``vq_vae2`` (top and bottom codes, the
 bottom conditioned on the top), with a hand-written EMA quantiser (van den Oord et al. 2017, appendix; dead codes
@@ -28,24 +29,30 @@ class PlainVAE(keras.Model):
 
     def __init__(self, data_shape=(28, 28, 1), latent_dim=32, hidden_units=(512, 256), seed=0, architecture="mlp",
                  conv_filters=(32, 64), activation="relu", num_samples=1, prior="normal", num_pseudo_inputs=500,
-                 **kwargs):
+                 num_groups=1, posterior="gaussian", num_flows=10, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
         self.data_shape = tuple(data_shape)
-        self.num_samples = int(num_samples)
-        self.prior = prior
+        self.num_samples, self.num_groups = int(num_samples), int(num_groups)
+        self.prior, self.posterior, self.num_flows = prior, posterior, int(num_flows)
         if prior == "vamp":  # Tomczak & Welling 2018: pseudo-inputs u = hardtanh(W), W ~ N(0.05, 0.01^2)
             self.pseudo_inputs = self.add_weight(
                 name="pseudo_inputs", shape=(num_pseudo_inputs, *self.data_shape),
                 initializer=keras.initializers.RandomNormal(0.05, 0.01, seed=seed))
         convs = [keras.layers.Conv2D(f, 4, strides=2, padding="same", activation=activation)
                  for f in conv_filters] if architecture == "conv" else []
+        planar = posterior == "planar"  # the Gaussian's head and the flow's beside it, on the last hidden layer
         self.encoder = keras.Sequential(
             [keras.Input(data_shape), *convs, keras.layers.Flatten()]
             + [keras.layers.Dense(u, activation=activation) for u in hidden_units]
-            + [keras.layers.Dense(2 * latent_dim)],
+            + ([] if planar else [keras.layers.Dense(2 * latent_dim)]),
             name="encoder",
         )
+        if planar:  # Rezende & Mohamed 2015, amortised: u_k, w_k, b_k per example and step
+            self.gaussian_head = keras.layers.Dense(2 * latent_dim)
+            self.flow_head = keras.layers.Dense(self.num_flows * (2 * latent_dim + 1))
+            for head in (self.gaussian_head, self.flow_head):
+                head.build((None, hidden_units[-1]))
         if architecture == "conv":
             factor = 2 ** len(conv_filters)
             h, w = data_shape[0] // factor, data_shape[1] // factor
@@ -70,42 +77,78 @@ class PlainVAE(keras.Model):
         return self.trackers
 
     def call(self, x):
-        mean, _ = tf.split(self.encoder(x), 2, axis=-1)
-        return tf.sigmoid(self.decoder(mean))
+        mean, _, flow = self.encode(x)
+        return tf.sigmoid(self.decoder(mean if flow is None else self.planar_flow(mean, flow)[0]))
+
+    def encode(self, x):
+        """The base Gaussian's mean and log-variance ``[B, L]`` and the planar flows' parameters
+        ``[B, num_flows, 2 L + 1]`` (None for the Gaussian posterior)."""
+        if self.posterior != "planar":
+            return (*tf.split(self.encoder(x), 2, axis=-1), None)
+        h = self.encoder(x)
+        mean, log_var = tf.split(self.gaussian_head(h), 2, axis=-1)
+        return mean, log_var, tf.reshape(self.flow_head(h), [-1, self.num_flows, 2 * self.latent_dim + 1])
+
+    def planar_flow(self, z, flow):
+        """z_K = f_K(...f_1(z_0)), f(z) = z + u_hat tanh(w.z + b) with Rezende & Mohamed's u_hat (appendix A.1,
+        raised by 1e-3 as vaezoo's), and the sum of log|1 + u_hat.psi(z)| over the steps."""
+        d, log_det = self.latent_dim, 0.0
+        for k in range(self.num_flows):
+            u, w, b = flow[:, k, :d], flow[:, k, d:2 * d], flow[:, k, 2 * d]
+            wu = tf.reduce_sum(w * u, axis=-1, keepdims=True)
+            u_hat = u + (tf.nn.softplus(wu) - 1.0 + 1e-3 - wu) * w / (tf.reduce_sum(w * w, -1, keepdims=True) + 1e-8)
+            t = tf.tanh(tf.reduce_sum(w * z, axis=-1) + b)
+            z = z + u_hat * t[..., None]
+            log_det += tf.math.log(tf.abs(1.0 + (1.0 - t**2) * tf.reduce_sum(w * u_hat, axis=-1)) + 1e-12)
+        return z, log_det
 
     def log_prior(self, z):
-        """log p(z) of ``z`` ``[..., L]``: N(0, I) up to its constant, or the VampPrior's mixture of the encoder's
-        Gaussians at the pseudo-inputs (with the constants: ``- L/2 log 2 pi`` per component)."""
+        """log p(z) of ``z`` ``[..., L]``: N(0, I), or the VampPrior's mixture of the encoder's Gaussians at the
+        pseudo-inputs (with the constants: ``- L/2 log 2 pi`` per component)."""
         if self.prior != "vamp":
-            return -0.5 * tf.reduce_sum(tf.square(z), axis=-1)
+            return -0.5 * tf.reduce_sum(tf.square(z) + np.log(2 * np.pi), axis=-1)
         means, log_vars = tf.split(self.encoder(tf.clip_by_value(self.pseudo_inputs, 0.0, 1.0)), 2, axis=-1)  # [C, L]
         diff = z[..., None, :] - means  # [..., C, L]
         log_n = -0.5 * tf.reduce_sum(tf.square(diff) * tf.exp(-log_vars) + log_vars + np.log(2 * np.pi), axis=-1)
         return tf.reduce_logsumexp(log_n, axis=-1) - tf.math.log(float(self.pseudo_inputs.shape[0]))
 
+    def bound(self, x, eps):
+        """The loss (the negative bound), the reconstruction ``[n, B]`` and the KL ``[B]`` from noise eps
+        ``[n, B, L]``, n = ``num_groups`` x ``num_samples``: one sample: the ELBO (the closed-form KL for the
+        Gaussian posterior and prior, else by Monte Carlo); more: the IWAE bound of Burda et al. 2016, or
+        MIWAE's mean over M groups of K-sample bounds (Rainforth et al. 2018)."""
+        mean, log_var, flow = self.encode(x)
+        k, n = self.num_samples, self.num_samples * self.num_groups
+        z = mean + tf.exp(0.5 * log_var) * eps  # [n, B, L]
+        log_det = 0.0
+        if flow is not None:
+            z, log_det = self.planar_flow(z, flow)
+        logits = self.decoder(tf.reshape(z, [-1, self.latent_dim]))
+        labels = tf.reshape(tf.tile(x[None], [n, 1, 1, 1, 1]), tf.shape(logits))
+        reconstruction = tf.reshape(tf.reduce_sum(
+            tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=[1, 2, 3]), [n, -1])
+        if n == 1 and (self.prior == "vamp" or flow is not None):  # Monte-Carlo KL: log q(z|x) - log p(z)
+            log_q = -0.5 * tf.reduce_sum(tf.square(eps[0]) + log_var + np.log(2 * np.pi), axis=-1)
+            if flow is not None:
+                log_q -= log_det[0]
+            kl = log_q - self.log_prior(z[0])
+            loss = tf.reduce_mean(reconstruction[0] + kl)
+        elif n == 1:  # the closed-form Gaussian KL
+            kl = -0.5 * tf.reduce_sum(1.0 + log_var - tf.square(mean) - tf.exp(log_var), axis=-1)
+            loss = tf.reduce_mean(reconstruction[0] + kl)
+        else:  # log w = log p(x|z) + log p(z) - log q(z|x); the normalising constants cancel
+            log_q = -0.5 * tf.reduce_sum(tf.square(eps) + log_var, axis=-1) - log_det
+            log_p = -0.5 * tf.reduce_sum(tf.square(z), axis=-1)
+            kl = tf.reduce_mean(log_q - log_p, axis=0)
+            log_w = tf.reshape(-reconstruction + log_p - log_q, [self.num_groups, k, -1])
+            loss = -tf.reduce_mean(tf.reduce_logsumexp(log_w, axis=1) - tf.math.log(float(k)))
+        return loss, reconstruction, kl
+
     def train_step(self, x):
-        k = self.num_samples
+        n = self.num_samples * self.num_groups
         with tf.GradientTape() as tape:
-            mean, log_var = tf.split(self.encoder(x), 2, axis=-1)
-            eps = keras.random.normal(tf.concat([[k], tf.shape(mean)], 0), seed=self.seed_generator)
-            z = mean + tf.exp(0.5 * log_var) * eps  # [K, B, L]
-            logits = self.decoder(tf.reshape(z, [-1, self.latent_dim]))
-            labels = tf.reshape(tf.tile(x[None], [k, 1, 1, 1, 1]), tf.shape(logits))
-            reconstruction = tf.reshape(tf.reduce_sum(
-                tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=[1, 2, 3]), [k, -1])
-            if k == 1 and self.prior == "vamp":  # Monte-Carlo KL: log q(z|x) - log p(z) at the sample
-                log_q = -0.5 * tf.reduce_sum(tf.square(eps[0]) + log_var + np.log(2 * np.pi), axis=-1)
-                kl = log_q - self.log_prior(z[0])
-                loss = tf.reduce_mean(reconstruction[0] + kl)
-            elif k == 1:  # the closed-form Gaussian KL
-                kl = -0.5 * tf.reduce_sum(1.0 + log_var - tf.square(mean) - tf.exp(log_var), axis=-1)
-                loss = tf.reduce_mean(reconstruction[0] + kl)
-            else:  # log w = log p(x|z) + log p(z) - log q(z|x); the normalising constants cancel
-                log_q = -0.5 * tf.reduce_sum(tf.square(eps) + log_var, axis=-1)
-                log_p = -0.5 * tf.reduce_sum(tf.square(z), axis=-1)
-                kl = tf.reduce_mean(log_q - log_p, axis=0)
-                log_w = -reconstruction + log_p - log_q
-                loss = -tf.reduce_mean(tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(float(k)))
+            eps = keras.random.normal(tf.concat([[n], [tf.shape(x)[0], self.latent_dim]], 0), seed=self.seed_generator)
+            loss, reconstruction, kl = self.bound(x, eps)
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         for tracker, value in zip(self.trackers, (loss, tf.reduce_mean(reconstruction), tf.reduce_mean(kl))):
@@ -258,6 +301,9 @@ EQUIVALENTS = {
     "iwae": {"latent_dim": 50, "hidden_units": (200, 200), "activation": "tanh", "num_samples": 5},
     "vae_vamp": {"latent_dim": 50, "hidden_units": (200, 200), "activation": "tanh", "prior": "vamp",
                  "num_pseudo_inputs": 500},
+    "vae_planar": {"latent_dim": 50, "hidden_units": (200, 200), "activation": "tanh", "posterior": "planar",
+                   "num_flows": 10},
+    "miwae": {"latent_dim": 50, "hidden_units": (200, 200), "activation": "tanh", "num_samples": 8, "num_groups": 8},
 }
 
 #: The same for the vector-quantised families: the PlainVQVAE arguments of their registry configs.

@@ -55,7 +55,7 @@ from _report import add_output_args, emit, print_report  # noqa: E402
 from plain_vae import TWINS, plain_twin  # noqa: E402
 
 BATCH = 128
-FAMILIES = ("beta_vae", "vae_conv", "iwae", "vae_vamp", "vq_vae", "vq_vae2", "pixelcnn_prior",
+FAMILIES = ("beta_vae", "vae_conv", "iwae", "vae_vamp", "vae_planar", "miwae", "vq_vae", "vq_vae2", "pixelcnn_prior",
             "hierarchical_pixelcnn_prior")
 IWAE_K = (1, 5, 10, 20)
 # The MLP VAE's dense layers (in, out): encoder, mean/log-variance head, decoder.

@@ -261,3 +261,29 @@ def test_report_prints_the_table_of_a_committed_record_and_out_writes_it_back(mo
     out = tmp_path / "again.json"
     assert _report.emit(json.loads(path.read_text()), bench.render_markdown, str(out)) == 0
     assert json.loads(out.read_text()) == json.loads(path.read_text()) and capsys.readouterr().out == table
+
+
+@pytest.mark.parametrize("name", ["vae", "iwae", "miwae", "vae_planar", "vae_vamp"])
+def test_plain_twin_optimises_the_bound_of_its_vaezoo_model(name):
+    """With the zoo's weights and the zoo's posterior noise, the twin's loss is the zoo model's objective: the same
+    bound (ELBO, IWAE, MIWAE's groups, the planar flow's log-determinants, the VampPrior's Monte-Carlo KL)."""
+    import tensorflow as tf
+
+    zoo, plain = vaezoo.get(name, seed=0), plain_vae.plain_twin(name, seed=1)
+    by_shape = {}
+    for w in zoo.trainable_weights:
+        by_shape.setdefault(tuple(w.shape), []).append(w)
+    for w in plain.trainable_weights:
+        w.assign(by_shape[tuple(w.shape)].pop(0))
+    if name == "vae_planar":  # flows where u_hat's constraint acts, not saturated (the log-dets matter)
+        kernel = next(w for w in plain.trainable_weights if w.shape[-1] == 10 * 101 and len(w.shape) == 2)
+        kernel.assign(np.random.default_rng(2).normal(0, 0.1, kernel.shape))  # w.u < -1 for a third
+        next(w for w in zoo.trainable_weights if tuple(w.shape) == tuple(kernel.shape)).assign(kernel)
+    x = (np.random.default_rng(0).random((5, 28, 28, 1)) < 0.3).astype("float32")
+    seed = tf.constant([3, 4], tf.int32)
+    n = getattr(zoo, "num_groups", 1) * zoo.num_samples
+    eps = zoo.posterior_noise(n, 5, seed)
+    loss, reconstruction, kl = plain.bound(tf.constant(x), eps)
+    expected = zoo.objective(zoo.compute_terms(tf.constant(x), seed=seed))
+    np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
+    assert reconstruction.shape == (n, 5) and kl.shape == (5,)
