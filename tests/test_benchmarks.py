@@ -287,3 +287,30 @@ def test_plain_twin_optimises_the_bound_of_its_vaezoo_model(name):
     expected = zoo.objective(zoo.compute_terms(tf.constant(x), seed=seed))
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
     assert reconstruction.shape == (n, 5) and kl.shape == (5,)
+
+
+@pytest.mark.slow
+def test_rng_speed_variants_draw_fresh_standard_normals_every_step():
+    """Every timed way of drawing the noise gives independent N(0, 1) draws per step (the sum of 32 steps has
+    variance 32, not 32^2 as a repeated draw would), and the record marks what a mode cannot run."""
+    import rng_speed
+
+    seed = np.asarray([5, 6], "int32")
+    for variant in rng_speed.VARIANTS[1:]:
+        total = np.asarray(rng_speed.make_call(variant, jit=True, shape=(64, 64))(seed)) / np.sqrt(rng_speed.STEPS)
+        assert abs(total.mean()) < 0.05 and abs(total.std() - 1.0) < 0.05, variant
+    result = rng_speed.measure(rounds=1, calls=1, variants=("no noise", "stateless_normal threefry"), shapes=[(4, 3)])
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert rows["no noise"]["xla_noise_us"] == 0 and rows["stateless_normal threefry"]["xla_us_per_step"] > 0
+    assert "no_xla_error" in rows["stateless_normal threefry"]  # ThreeFry has no CPU kernel outside XLA
+    assert "unsupported" in rng_speed.render_markdown(result)
+    # The fit rows' experiment: inside threefry_noise the posterior draws other N(0, 1) noise from the same seed.
+    import tensorflow as tf
+
+    posterior = vaezoo.get("vae", seed=0).posterior_layer
+    default = posterior.draw_noise(64, 64, seed)
+    with rng_speed.threefry_noise():
+        threefry = tf.function(posterior.draw_noise, jit_compile=True)(64, 64, tf.constant(seed))
+    assert abs(float(tf.reduce_mean(threefry))) < 0.05 and abs(float(tf.math.reduce_std(threefry)) - 1) < 0.05
+    assert not np.allclose(default, threefry)
+    np.testing.assert_array_equal(posterior.draw_noise(64, 64, seed), default)  # restored on exit
