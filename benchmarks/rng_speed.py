@@ -110,7 +110,7 @@ def make_call(variant: str, jit: bool, steps: int = STEPS, shape=(BATCH, LATENT)
 SHAPES = ((BATCH, LATENT), (50, 100, 50))
 
 
-def measure(rounds: int = 5, calls: int = 50, variants=VARIANTS, shapes=SHAPES) -> dict:
+def measure(rounds: int = 5, calls: int = 50, variants=VARIANTS, shapes=SHAPES, seconds: float = 0.5) -> dict:
     """Microseconds per step (median over rounds) of each variant and noise shape, with XLA and without."""
     shapes = [tuple(int(d) for d in shape) for shape in shapes]
     fns = {(v, jit, shape): make_call(v, jit, shape=shape) for shape in shapes for v in variants
@@ -123,14 +123,19 @@ def measure(rounds: int = 5, calls: int = 50, variants=VARIANTS, shapes=SHAPES) 
         except (tf.errors.OpError, ValueError) as exc:
             errors[key] = str(exc).strip().splitlines()[0][:200]
             del fns[key]
+    counts = {}
+    for key, fn in fns.items():  # calls per measurement: about ``seconds`` each, at most ``calls``
+        begin = time.perf_counter()
+        fn(seed).numpy()
+        counts[key] = max(1, min(calls, round(seconds / (time.perf_counter() - begin))))
     times = {key: [] for key in fns}
     for r in range(rounds):
         for key, fn in fns.items():
             begin = time.perf_counter()
-            for c in range(calls):
+            for c in range(counts[key]):
                 out = fn(tf.constant([r, c], tf.int32))
             out.numpy()
-            times[key].append((time.perf_counter() - begin) / (calls * STEPS) * 1e6)
+            times[key].append((time.perf_counter() - begin) / (counts[key] * STEPS) * 1e6)
     rows = []
     for shape in shapes:
         for v in variants:
@@ -148,7 +153,9 @@ def measure(rounds: int = 5, calls: int = 50, variants=VARIANTS, shapes=SHAPES) 
             col = f"{prefix}_us_per_step"
             known = base is not None and row[col] is not None and base[col] is not None
             row[f"{prefix}_noise_us"] = round(row[col] - base[col], 2) if known else None
-    return {"shapes": [list(x) for x in shapes], "steps_per_call": STEPS, "calls": calls, "rounds": rounds,
+    return {"shapes": [list(x) for x in shapes], "steps_per_call": STEPS, "max_calls": calls, "seconds": seconds,
+            "calls": {f"{v} {'XLA' if jit else 'no XLA'} {'x'.join(map(str, shape))}": n
+                      for (v, jit, shape), n in counts.items()}, "rounds": rounds,
             "rows": rows, "tensorflow": tf.__version__, "cpus": os.cpu_count()}
 
 
@@ -227,7 +234,8 @@ def render_markdown(result: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--calls", type=int, default=50, help="calls of 32 steps per measurement")
+    parser.add_argument("--calls", type=int, default=50, help="calls of 32 steps per measurement, at most")
+    parser.add_argument("--seconds", type=float, default=0.5, help="target seconds per measurement")
     parser.add_argument("--shapes", nargs="+", default=["x".join(map(str, x)) for x in SHAPES],
                         help="noise shapes per step, e.g. 128x32")
     parser.add_argument("--fit-steps", type=int, default=64,
@@ -237,7 +245,7 @@ def main(argv=None) -> int:
     if args.report:
         return print_report(args.report, render_markdown)
     shapes = [tuple(int(d) for d in x.split("x")) for x in args.shapes]
-    result = measure(args.rounds, args.calls, shapes=shapes)
+    result = measure(args.rounds, args.calls, shapes=shapes, seconds=args.seconds)
     if args.fit_steps:
         result["fit"] = fit_rows(args.rounds, args.fit_steps)
     return emit(result, render_markdown, args.out)
