@@ -2,9 +2,10 @@
 
 ``benchmarks/step_profile.py`` found the step's sampling stage (eps ~ N(0, I) of ``[128, 32]`` and z = mu +
 sigma * eps) at about 1 ms of the MLP VAE's 6.4 ms. This benchmark times the noise alone: ``STEPS`` (32) draws of
-one step's standard normals (:data:`SHAPES`) per call, laid out as ``fit`` runs 32 steps per execution (a
-``tf.while_loop`` calling a per-step function, XLA-compiled or not), each draw summed into the loop's carry so that
-nothing is dropped:
+one step's standard normals (:data:`SHAPES`) per call, 32 steps per call as ``fit`` runs them with
+``steps_per_execution=32``, in three layouts (:data:`MODES`: one XLA computation with the loop inside, as vaezoo's
+fused path runs its MLP families; a ``tf.while_loop`` calling an XLA-compiled step, as Keras' own loop does; no XLA),
+each draw summed into the loop's carry so that nothing is dropped (times in microseconds per step):
 
 * ``no noise``: the loop with a constant in place of the draw (the loop's own cost, subtracted from the rest);
 * ``stateless_normal (vaezoo)``: ``tf.random.stateless_normal`` with a seed folded per step, the default algorithm
@@ -76,14 +77,17 @@ VARIANTS = ("no noise", "stateless_normal (vaezoo)", "stateless_normal philox", 
             "keras.random.normal", "Box-Muller", "one draw per call")
 
 
-def make_call(variant: str, jit: bool, steps: int = STEPS, shape=(BATCH, LATENT)):
-    """A function running ``steps`` draws of ``variant``, returning their sum, laid out as Keras' ``fit`` runs
-    ``steps_per_execution``: each step its own (XLA-compiled if ``jit``) function, called from a ``tf.while_loop``
-    in a plain ``tf.function``."""
+#: How the 32 steps run: one XLA computation with the loop inside (vaezoo's fused path, ``vaezoo/fused.py``),
+#: a loop calling an XLA-compiled step (Keras' ``steps_per_execution`` loop), or no XLA.
+MODES = ("xla_fused", "xla_per_step", "no_xla")
+
+
+def make_call(variant: str, mode: str, steps: int = STEPS, shape=(BATCH, LATENT)):
+    """A function running ``steps`` draws of ``variant`` laid out as ``mode`` (:data:`MODES`); it returns their
+    sum."""
     shape = list(shape)
     draw = _draws(shape).get(variant)
 
-    @tf.function(jit_compile=jit, reduce_retracing=True)
     def step(i, acc, seed, pool):
         if variant == "no noise":
             eps = tf.fill(shape, tf.cast(i, tf.float32))
@@ -93,17 +97,18 @@ def make_call(variant: str, jit: bool, steps: int = STEPS, shape=(BATCH, LATENT)
             eps = draw(tf.random.experimental.stateless_fold_in(seed, i))
         return i + 1, acc + eps
 
-    @tf.function(jit_compile=jit)
-    def draw_pool(seed):
-        return tf.random.stateless_normal([steps, *shape], seed)
-
-    @tf.function
-    def loop(seed):
-        pool = draw_pool(seed) if variant == "one draw per call" else tf.zeros([1])
+    def loop(seed, step):
+        pool = (tf.random.stateless_normal([steps, *shape], seed) if variant == "one draw per call"
+                else tf.zeros([1]))
         return tf.while_loop(lambda i, _: i < steps, lambda i, acc: step(i, acc, seed, pool),
                              (tf.constant(0), tf.zeros(shape)))[1]
 
-    return loop
+    if mode == "xla_fused":
+        return tf.function(lambda seed: loop(seed, step), jit_compile=True)
+    if mode == "xla_per_step":
+        compiled = tf.function(step, jit_compile=True, reduce_retracing=True)
+        return tf.function(lambda seed: loop(seed, compiled))
+    return tf.function(lambda seed: loop(seed, step), jit_compile=False)
 
 
 #: The noise of one training step: the MLP VAE's (batch 128, 32 latents) and IWAE K = 50's (K x batch 100 x 50).
@@ -113,8 +118,8 @@ SHAPES = ((BATCH, LATENT), (50, 100, 50))
 def measure(rounds: int = 5, calls: int = 50, variants=VARIANTS, shapes=SHAPES, seconds: float = 0.5) -> dict:
     """Microseconds per step (median over rounds) of each variant and noise shape, with XLA and without."""
     shapes = [tuple(int(d) for d in shape) for shape in shapes]
-    fns = {(v, jit, shape): make_call(v, jit, shape=shape) for shape in shapes for v in variants
-           for jit in (True, False)}
+    fns = {(v, mode, shape): make_call(v, mode, shape=shape) for shape in shapes for v in variants
+           for mode in MODES}
     seed = tf.constant([1, 2], tf.int32)
     errors = {}
     for key, fn in list(fns.items()):  # compile and warm up; an algorithm a mode lacks is recorded, not fatal
@@ -140,22 +145,22 @@ def measure(rounds: int = 5, calls: int = 50, variants=VARIANTS, shapes=SHAPES, 
     for shape in shapes:
         for v in variants:
             row = {"shape": list(shape), "normals": int(np.prod(shape)), "variant": v}
-            for prefix, jit in (("xla", True), ("no_xla", False)):
-                t = times.get((v, jit, shape))
+            for prefix in MODES:
+                t = times.get((v, prefix, shape))
                 row[f"{prefix}_us_per_step"] = None if t is None else round(statistics.median(t), 2)
                 row[f"{prefix}_rounds_us"] = None if t is None else [round(x, 2) for x in t]
-                if (v, jit, shape) in errors:
-                    row[f"{prefix}_error"] = errors[(v, jit, shape)]
+                if (v, prefix, shape) in errors:
+                    row[f"{prefix}_error"] = errors[(v, prefix, shape)]
             rows.append(row)
     for row in rows:  # the noise's own cost: minus the loop without noise (of the same shape)
         base = next((b for b in rows if b["shape"] == row["shape"] and b["variant"] == "no noise"), None)
-        for prefix in ("xla", "no_xla"):
+        for prefix in MODES:
             col = f"{prefix}_us_per_step"
             known = base is not None and row[col] is not None and base[col] is not None
             row[f"{prefix}_noise_us"] = round(row[col] - base[col], 2) if known else None
     return {"shapes": [list(x) for x in shapes], "steps_per_call": STEPS, "max_calls": calls, "seconds": seconds,
-            "calls": {f"{v} {'XLA' if jit else 'no XLA'} {'x'.join(map(str, shape))}": n
-                      for (v, jit, shape), n in counts.items()}, "rounds": rounds,
+            "calls": {f"{v} {mode} {'x'.join(map(str, shape))}": n for (v, mode, shape), n in counts.items()},
+            "rounds": rounds,
             "rows": rows, "tensorflow": tf.__version__, "cpus": os.cpu_count()}
 
 
@@ -212,16 +217,15 @@ def fit_rows(rounds: int = 5, steps: int = 64, configs=FIT_CONFIGS) -> list[dict
 
 
 def render_markdown(result: dict) -> str:
-    lines = ["| noise per step | draw | XLA (us per step) | noise alone, XLA | no XLA (us per step) | "
-             "noise alone, no XLA |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| noise per step | draw | XLA, one loop (vaezoo fused) | noise alone | XLA per step (Keras loop) | "
+             "noise alone | no XLA | noise alone |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["rows"]:
         def fmt(v, prefix):
             if f"{prefix}_error" in r:
                 return "unsupported"
             return "" if v is None else f"{v:.1f}"
-        shape = "x".join(map(str, r["shape"]))
-        lines.append(f"| {shape} | {r['variant']} | {fmt(r['xla_us_per_step'], 'xla')} | {fmt(r['xla_noise_us'], 'xla')} | "
-                     f"{fmt(r['no_xla_us_per_step'], 'no_xla')} | {fmt(r['no_xla_noise_us'], 'no_xla')} |")
+        cells = [f"{fmt(r[f'{m}_us_per_step'], m)} | {fmt(r[f'{m}_noise_us'], m)}" for m in MODES]
+        lines.append(f"| {'x'.join(map(str, r['shape']))} | {r['variant']} | " + " | ".join(cells) + " |")
     if result.get("fit"):
         lines += ["", f"| model (fit, batch {BATCH}) | XLA | noise algorithm | ms per step (median) | rounds |",
                   "| --- | --- | --- | ---: | --- |"]
