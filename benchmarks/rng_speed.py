@@ -18,8 +18,8 @@ each draw summed into the loop's carry so that nothing is dropped (times in micr
   training loop).
 
 Each variant's time per step is the median over rounds (every variant once per round). Then whole training steps
-(:func:`fit_rows`): ``vae`` and ``iwae`` (K = 5) through ``model.fit`` with XLA and Philox noise (vaezoo before
-run E), with XLA and ThreeFry noise (vaezoo's choice under XLA since run E, :mod:`vaezoo.rng`), and without XLA.
+(:func:`fit_rows`): ``vae`` and ``iwae`` (K = 5) through ``model.fit`` with XLA and the default noise, with XLA and
+ThreeFry noise (:func:`threefry_noise`, patched in for the experiment), and without XLA.
 
     python benchmarks/rng_speed.py --rounds 7 --out docs/rng_speed.json
     python benchmarks/rng_speed.py --report docs/rng_speed.json
@@ -165,28 +165,28 @@ def measure(rounds: int = 5, calls: int = 50, variants=VARIANTS, shapes=SHAPES, 
 
 
 #: Whole training steps through ``model.fit`` (vaezoo's compile defaults but for XLA): the family, XLA or not,
-#: and the noise's algorithm under XLA (forced by :func:`noise_algorithm`; vaezoo's own choice under XLA is
-#: ThreeFry since run E, :mod:`vaezoo.rng`).
+#: and the noise's algorithm under XLA (ThreeFry by :func:`threefry_noise`, an experiment, not vaezoo's code).
 FIT_CONFIGS = (("vae", True, "philox"), ("vae", True, "threefry"), ("vae", False, "philox"),
                ("iwae", True, "philox"), ("iwae", True, "threefry"), ("iwae", False, "philox"))
 
 
 @contextlib.contextmanager
-def noise_algorithm(alg: str):
-    """While tracing inside this block, the models' noise (:func:`vaezoo.rng.stateless_normal`) is drawn by
-    ``alg`` (``"philox"``: TensorFlow's default, vaezoo's before run E; ``"threefry"``), whatever the compile
-    setting. Functions traced here keep it."""
-    from vaezoo import rng
+def threefry_noise():
+    """While tracing inside this block, posterior noise is drawn by ThreeFry (``StatelessRandomNormalV2``, alg
+    2, on the key and counter scrambled from the same seed) instead of the default Philox: what a change of
+    ``vaezoo.layers.Posterior.draw_noise`` would do. Functions traced here keep it."""
+    from vaezoo import layers
 
-    original = rng.stateless_normal
-    if alg == "philox":
-        rng.stateless_normal = tf.random.stateless_normal
-    else:
-        rng.stateless_normal = lambda shape, seed: _normal_alg(shape, seed, 2)
+    original = layers.Posterior.draw_noise
+
+    def draw_noise(self, num_samples, batch_size, seed):
+        return _normal_alg(tf.stack([num_samples, batch_size, *self.noise_shape()]), seed, 2)
+
+    layers.Posterior.draw_noise = draw_noise
     try:
         yield
     finally:
-        rng.stateless_normal = original
+        layers.Posterior.draw_noise = original
 
 
 def fit_rows(rounds: int = 5, steps: int = 64, configs=FIT_CONFIGS) -> list[dict]:
@@ -203,7 +203,7 @@ def fit_rows(rounds: int = 5, steps: int = 64, configs=FIT_CONFIGS) -> list[dict
         keras.utils.set_random_seed(0)
         model = vaezoo.get(name, seed=0)
         model.compile(keras.optimizers.Adam(1e-3), jit_compile=jit)
-        with noise_algorithm(alg):
+        with threefry_noise() if alg == "threefry" else contextlib.nullcontext():
             model.fit(data, epochs=1, verbose=0)  # traced (and compiled) here
         models.append(model)
     times = [[] for _ in configs]

@@ -305,17 +305,13 @@ def test_rng_speed_variants_draw_fresh_standard_normals_every_step():
     assert rows["no noise"]["xla_fused_noise_us"] == 0 and rows["stateless_normal threefry"]["xla_fused_us_per_step"] > 0
     assert "no_xla_error" in rows["stateless_normal threefry"]  # ThreeFry has no CPU kernel outside XLA
     assert "unsupported" in rng_speed.render_markdown(result)
-    # The fit rows' switch: inside noise_algorithm the posterior draws with the algorithm named, XLA or not.
+    # The fit rows' experiment: inside threefry_noise the posterior draws other N(0, 1) noise from the same seed.
     import tensorflow as tf
 
     posterior = vaezoo.get("vae", seed=0).posterior_layer
     default = posterior.draw_noise(64, 64, seed)
-    with rng_speed.noise_algorithm("threefry"):
+    with rng_speed.threefry_noise():
         threefry = tf.function(posterior.draw_noise, jit_compile=True)(64, 64, tf.constant(seed))
-    with rng_speed.noise_algorithm("philox"):
-        philox = tf.function(posterior.draw_noise, jit_compile=True)(64, 64, tf.constant(seed))
     assert abs(float(tf.reduce_mean(threefry))) < 0.05 and abs(float(tf.math.reduce_std(threefry)) - 1) < 0.05
     assert not np.allclose(default, threefry)
-    before = tf.function(lambda: tf.random.stateless_normal([64, 64, 32], tf.constant(seed)), jit_compile=True)()
-    np.testing.assert_array_equal(philox, before)  # "philox": vaezoo's draw under XLA before run E
     np.testing.assert_array_equal(posterior.draw_noise(64, 64, seed), default)  # restored on exit

@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vaezoo import distribute, rng
+from vaezoo import distribute
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +136,7 @@ def log_likelihood(
 
     @tf.function(jit_compile=jit)
     def chunk_logsumexp(x, n, seed_pair):
-        with rng.under_xla(jit):
-            return tf.reduce_logsumexp(model.log_weights(x, n, seed=seed_pair), axis=0)
+        return tf.reduce_logsumexp(model.log_weights(x, n, seed=seed_pair), axis=0)
 
     results = []
     # A model whose labels may be missing (``labels_optional``: the semi-supervised m2) estimates the marginal

@@ -42,7 +42,6 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vaezoo import config as cfg
-from vaezoo import rng
 from vaezoo.components import ComponentRegistry
 
 tfd = tfp.distributions
@@ -152,9 +151,8 @@ class Posterior(keras.layers.Layer):
         return (self.latent_dim,)
 
     def draw_noise(self, num_samples, batch_size, seed) -> tf.Tensor:
-        """Stateless standard normal noise ``[num_samples, batch_size, *noise_shape()]`` from ``seed`` (its
-        algorithm: :mod:`vaezoo.rng`)."""
-        return rng.stateless_normal(tf.stack([num_samples, batch_size, *self.noise_shape()]), seed)
+        """Stateless standard normal noise ``[num_samples, batch_size, *noise_shape()]`` from ``seed``."""
+        return tf.random.stateless_normal(tf.stack([num_samples, batch_size, *self.noise_shape()]), seed)
 
     def sample_and_log_prob(self, params, noise) -> tuple[tf.Tensor, tf.Tensor]:
         raise NotImplementedError

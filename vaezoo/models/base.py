@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from vaezoo import config as cfg
-from vaezoo import distribute, fused, keras_internals, rng, training
+from vaezoo import distribute, fused, keras_internals, training
 
 
 class BaseVAE(keras.Model):
@@ -318,7 +318,7 @@ class BaseVAE(keras.Model):
         condition = self._condition(data)
         self._apply_kl_warmup()
         auxiliary = self.auxiliary_variables()
-        with tf.GradientTape(persistent=bool(auxiliary)) as tape, rng.under_xla(self.jit_compile is True):
+        with tf.GradientTape(persistent=bool(auxiliary)) as tape:
             loss, terms = self._loss(x, training=True, condition=condition)
             # This replica's share (gradients are summed over replicas), then the loss scale of
             # mixed_float16 (identity otherwise).
@@ -339,8 +339,7 @@ class BaseVAE(keras.Model):
 
     def test_step(self, data):
         x = self.check_inputs(self._unpack(data))
-        with rng.under_xla(self.jit_compile is True):
-            loss, terms = self._loss(x, training=False, condition=self._condition(data))
+        loss, terms = self._loss(x, training=False, condition=self._condition(data))
         return self._record(loss, terms)
 
     def compile(self, optimizer="adam", jit_compile="auto", steps_per_execution="auto", auxiliary_optimizer=None,

@@ -59,7 +59,7 @@ import tensorflow_probability as tfp
 
 from vaezoo import bounds, components
 from vaezoo import config as cfg
-from vaezoo import distribute, rng
+from vaezoo import distribute
 from vaezoo import layers as dl
 from vaezoo.models.base import BaseVAE
 from vaezoo.registry import register_model
@@ -261,8 +261,8 @@ class HierarchicalVAE(BaseVAE):
         """Standard normal noise per layer ``[K, B, d_l]`` (by example: the same under any tf.distribute split)."""
         seed = self.next_seed(seed)
         return [distribute.replica_rows(
-            lambda batch, l=l: rng.stateless_normal(tf.stack([num_samples, batch, d]),
-                                                    tf.random.experimental.stateless_fold_in(seed, l)),
+            lambda batch, l=l: tf.random.stateless_normal(tf.stack([num_samples, batch, d]),
+                                                          tf.random.experimental.stateless_fold_in(seed, l)),
             batch_size, axis=1) for l, d in enumerate(self.latent_dims)]
 
     def likelihood_distribution(self, z1, training=False):
