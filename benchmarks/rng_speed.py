@@ -12,8 +12,8 @@ each draw summed into the loop's carry so that nothing is dropped (times in micr
   (what ``vaezoo.layers.Posterior.draw_noise`` does);
 * ``stateless_normal philox`` / ``threefry``: the same with the counter-based generator named;
 * ``keras.random.normal``: a ``keras.random.SeedGenerator`` (the plain twins' draw);
-* ``Box-Muller``: two ``stateless_uniform`` halves turned into normals by hand (a cheaper transform than the
-  inverse error function the stateless normal uses);
+* ``Box-Muller``: two ``stateless_uniform`` halves turned into normals by hand (another transform of the same
+  Philox bits);
 * ``one draw per call``: all 32 steps' noise drawn once before the loop and sliced per step (noise drawn outside the
   training loop).
 
@@ -21,7 +21,7 @@ Each variant's time per step is the median over rounds (every variant once per r
 (:func:`fit_rows`): ``vae`` and ``iwae`` (K = 5) through ``model.fit`` with XLA and the default noise, with XLA and
 ThreeFry noise (:func:`threefry_noise`, patched in for the experiment), and without XLA.
 
-    python benchmarks/rng_speed.py --rounds 7 --out docs/rng_speed.json
+    python benchmarks/rng_speed.py --rounds 5 --seconds 0.5 --fit-steps 64 --out docs/rng_speed.json
     python benchmarks/rng_speed.py --report docs/rng_speed.json
 """
 
