@@ -315,3 +315,22 @@ def test_rng_speed_variants_draw_fresh_standard_normals_every_step():
     assert abs(float(tf.reduce_mean(threefry))) < 0.05 and abs(float(tf.math.reduce_std(threefry)) - 1) < 0.05
     assert not np.allclose(default, threefry)
     np.testing.assert_array_equal(posterior.draw_noise(64, 64, seed), default)  # restored on exit
+
+
+def test_fused_agreement_seed_ranges():
+    import fused_agreement
+
+    assert fused_agreement.seeds_arg("0-4,7") == [0, 1, 2, 3, 4, 7]
+    assert fused_agreement.seeds_arg("3") == [3]
+
+
+@pytest.mark.slow
+def test_fused_agreement_reports_every_block():
+    """The seed sweep behind docs/results.md run E: the two paths start equal, one row per block of 4 steps
+    (2 epochs of 11 steps: blocks end at steps 4, 8, 11), and on the MLP VAE they agree within the tolerance."""
+    import fused_agreement
+
+    row = fused_agreement.compare("vae", 0, {}, "threefry", blocks=True)
+    assert len(row["blocks"]) == 1 + 2 * 3 and row["blocks"][0]["max_weight_difference"] == 0.0
+    assert row["weights_outside_tolerance"] == 0 and row["max_weight_difference"] < 1e-4
+    assert row["max_weight_difference"] == pytest.approx(row["blocks"][-1]["max_weight_difference"])
