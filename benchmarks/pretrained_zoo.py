@@ -17,6 +17,8 @@ measure it again), a cheap check of that metric, the command, and the weights' s
     python benchmarks/pretrained_zoo.py train beta_vae_conv
     python benchmarks/pretrained_zoo.py add-m2 runs/m2_100 --tag mnist_100 --default
     python benchmarks/pretrained_zoo.py remeasure vae.mnist_dynamic    # after the evaluation data changed
+    vaezoo train vae --dataset mnist --epochs 100 --seed 0 --out runs/vae_100    # cvae.mnist's reference
+    python benchmarks/pretrained_zoo.py measure-run runs/vae_100 --like cvae.mnist
     vaezoo list --pretrained
 
 Weights are committed only when final (each commit of a binary stays in the history).
@@ -267,6 +269,23 @@ def remeasure(args) -> None:
         print(json.dumps({key: {"metric": entry.metric["value"], "check": entry.check["value"]}}))
 
 
+def measure_run(args) -> None:
+    """A finished ``vaezoo train`` run's model measured with the metric (and check) of a zoo entry: the reference
+    beside a shipped model, e.g. the ``vae`` trained with ``cvae.mnist``'s network, data and epochs. An
+    unconditional model is measured on the same images without their labels (its -log p(x) beside the
+    conditional model's -log p(x|y))."""
+    entry = pretrained.manifest(args.zoo)[args.like]
+    model = keras.models.load_model(Path(args.run) / runs.MODEL_FILE)
+    report = {"run": str(args.run), "like": args.like}
+    for field in args.fields:
+        metric = json.loads(json.dumps(getattr(entry, field)))
+        if not getattr(model, "uses_condition", False):
+            metric["data"].pop("labels", None)
+        report[field] = {"value": round(zoo.measure(model, metric, data_dir=args.data_dir), 3),
+                         f"{args.like} value": metric["value"]}
+    print(json.dumps(report))
+
+
 def yaml_config(run: Path) -> dict:
     import yaml
 
@@ -297,6 +316,12 @@ def main(argv=None) -> int:
                    help="a config value on top of the entry's (YAML; repeatable): an experiment, best with --zoo "
                         "pointing at a scratch folder")
     t.set_defaults(func=train)
+    mr = sub.add_parser("measure-run", help="measure a finished `vaezoo train` run with a zoo entry's metric "
+                                            "(the reference model beside a shipped one)")
+    mr.add_argument("run")
+    mr.add_argument("--like", required=True, metavar="NAME.TAG", help="the entry whose metric and data to use")
+    mr.add_argument("--fields", nargs="+", default=["metric", "check"], choices=["metric", "check"])
+    mr.set_defaults(func=measure_run)
     r = sub.add_parser("remeasure", help="measure the metric and check of shipped entries again (weights unchanged)")
     r.add_argument("keys", nargs="+", metavar="NAME.TAG")
     r.add_argument("--fields", nargs="+", default=["metric", "check"], choices=["metric", "check"],
