@@ -49,9 +49,21 @@ def test_exported_models_generate(name):
         exported = vaezoo.load_exported(path)
         specs = exported.signatures["sample_from_noise"]
         rng = np.random.default_rng(0)
-        noise = {k: rng.uniform(size=(2, *shape[1:])).astype("float32") for k, (shape, _) in specs.items()}
+        # Noise inputs in [0, 1); a conditional model's int32 labels: two classes.
+        noise = {k: (np.array([0, 1], dtype) if dtype == "int32" else rng.uniform(size=(2, *shape[1:])).astype(dtype))
+                 for k, (shape, dtype) in specs.items()}
         images = exported.sample_from_noise(**noise)["images"]
         assert images.shape == (2, *MANIFEST[name]["data_shape"]) and images.min() >= 0 and images.max() <= 1
+        if "labels" in specs:  # the label is an input that matters: other classes, other images
+            other = exported.sample_from_noise(**{**noise, "labels": np.array([7, 8], "int32")})["images"]
+            assert np.abs(np.asarray(other) - np.asarray(images)).max() > 0.1
+
+
+def _inputs(batch) -> dict:
+    """A test batch as the export's inputs: images, and a conditional model's labels (its bound is of log p(x|y))."""
+    if isinstance(batch, tuple):
+        return {"images": batch[0].numpy(), "labels": batch[1].numpy()}
+    return {"images": batch.numpy()}
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST))
@@ -64,8 +76,8 @@ def test_exported_models_score_what_the_manifest_says(name, request):
     test = data.load(spec.pop("name"), spec.pop("split"), data_dir=data_dir, shuffle=False, **spec)
     bound = entry["bound"]
     if "elbo" in exported.signatures:  # continuous latents: the bound, one draw per image, at the build's seeds
-        values = [exported.elbo(images=x.numpy(), seed=np.array([0, i], "int32"))[bound["key"]]
-                  for i, x in enumerate(test)]
+        values = [exported.elbo(**_inputs(batch), seed=np.array([0, i], "int32"))[bound["key"]]
+                  for i, batch in enumerate(test)]
     else:  # discrete codes: -log p(x | codes of x) is deterministic
         values = [build_zoo.reconstruction_nll(x.numpy(), exported.serving_default(images=x.numpy())["reconstruction"])
                   for x in test]
